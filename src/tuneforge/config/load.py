@@ -1,0 +1,192 @@
+"""Read a YAML config, apply ``--set`` overrides, validate, and explain errors in one line."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tuneforge.config.schema import Config
+from tuneforge.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load, override and validate a config file.
+
+    Args:
+        path: YAML file.
+        overrides: ``dotted.key=value`` strings; values are parsed as YAML scalars.
+
+    Returns:
+        The validated config. Relative data/model paths resolve against the file's folder.
+
+    Raises:
+        ConfigError: with one line naming the file, line, key or value at fault.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass the path to a YAML file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context_mark", None)
+        if context and mark and context.line != mark.line:
+            problem += f" (in the block that starts on line {context.line + 1})"
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {_kind(raw)}")
+    lines = _key_lines(node)
+    overridden: dict[Loc, str] = {}
+    for item in overrides or []:
+        loc = apply_override(raw, item)
+        overridden[loc] = item
+    config = _validate(raw, path, lines, overridden)
+    return _resolve_paths(config, path.parent)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> Loc:
+    """Set ``dotted.key=value`` in a raw config dict, checking the key against the schema.
+
+    Returns:
+        The location that was set, for error messages.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=1e-4")
+    dotted, _, text = item.partition("=")
+    keys = dotted.strip().split(".")
+    model: type[BaseModel] | None = Config
+    for depth, key in enumerate(keys):
+        fields = model.model_fields if model else {}
+        if key not in fields:
+            where = ".".join(keys[:depth]) or "the top level"
+            raise ConfigError(
+                f"--set {item}: unknown key {key!r} in {where}{_suggest(key, fields)}"
+            )
+        model = _submodel(fields[key].annotation)
+        if depth < len(keys) - 1 and model is None:
+            raise ConfigError(f"--set {item}: {'.'.join(keys[: depth + 1])} has no sub-keys")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    target = raw
+    for key in keys[:-1]:
+        if not isinstance(target.get(key), dict):
+            target[key] = {}
+        target = target[key]
+    target[keys[-1]] = value
+    return tuple(keys)
+
+
+def config_hash(obj: BaseModel | dict[str, Any]) -> str:
+    """Stable sha256 of a config or section (JSON with sorted keys)."""
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML, in schema order."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _validate(raw: dict, path: Path, lines: dict[Loc, int], overridden: dict[Loc, str]) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        errors = err.errors()
+        first = errors[0]
+        loc: Loc = tuple(first["loc"])
+        where = _where(loc, path, lines, overridden)
+        key = ".".join(str(part) for part in loc) or "config"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        if first["type"] == "extra_forbidden":
+            fields = _fields_at(loc[:-1])
+            msg = f"unknown key {str(loc[-1])!r}{_suggest(str(loc[-1]), fields)}"
+            key = ".".join(str(part) for part in loc[:-1]) or "top level"
+            raise ConfigError(f"{where}: {key}: {msg}{more}") from None
+        if first["type"] == "missing":
+            raise ConfigError(f"{where}: {key}: required key is missing{more}") from None
+        value = first.get("input")
+        shown = f" = {value!r}" if not isinstance(value, dict | list) else ""
+        reason = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {key}{shown}: {reason}{more}") from None
+
+
+def _where(loc: Loc, path: Path, lines: dict[Loc, int], overridden: dict[Loc, str]) -> str:
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in overridden:
+            return f"--set {overridden[loc[:depth]]}"
+        if loc[:depth] in lines:
+            return f"{path}:{lines[loc[:depth]]}"
+    return str(path)
+
+
+def _key_lines(node: yaml.Node | None, prefix: Loc = ()) -> dict[Loc, int]:
+    """Map each key path in a composed YAML document to its 1-based line."""
+    found: dict[Loc, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            loc = (*prefix, key_node.value)
+            found[loc] = key_node.start_mark.line + 1
+            found.update(_key_lines(value_node, loc))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            loc = (*prefix, index)
+            found[loc] = item.start_mark.line + 1
+            found.update(_key_lines(item, loc))
+    return found
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _fields_at(loc: Loc) -> dict[str, Any]:
+    model: type[BaseModel] | None = Config
+    for key in loc:
+        if model is None or key not in model.model_fields:
+            return {}
+        model = _submodel(model.model_fields[key].annotation)
+    return model.model_fields if model else {}
+
+
+def _suggest(key: str, choices: Any) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid keys: {', '.join(choices)}" if choices else ""
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """Make data and local model paths absolute, relative to the config file's folder."""
+    data_path = Path(config.data.path).expanduser()
+    if not data_path.is_absolute():
+        config.data.path = str((base / data_path).resolve())
+    name = config.model.name_or_path
+    if name != "tiny" and (name.startswith((".", "/", "~")) or (base / name).is_dir()):
+        model_path = Path(name).expanduser()
+        if not model_path.is_absolute():
+            model_path = (base / model_path).resolve()
+        config.model.name_or_path = str(model_path)
+    return config

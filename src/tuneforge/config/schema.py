@@ -1,0 +1,123 @@
+"""The one typed config: one section per stage, unknown keys are errors.
+
+Defaults follow common practice from the LoRA/QLoRA papers and the peer tools;
+models and data have none (the user must name them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are checked."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelConfig(Section):
+    """Shape and pre-training budget of the project's own tiny Llama model."""
+
+    vocab_size: int = Field(2048, ge=300, description="BPE vocabulary size.")
+    hidden_size: int = Field(128, ge=16)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(352, ge=16)
+    max_position_embeddings: int = Field(512, ge=64)
+    corpus_paragraphs: int = Field(3000, ge=10, description="Generated prose paragraphs.")
+    corpus_dialogues: int = Field(1200, ge=10, description="Generated chat dialogues.")
+    pretrain_steps: int = Field(400, ge=0, description="Steps of pre-training (0: random).")
+    pretrain_batch_size: int = Field(16, ge=1)
+    pretrain_seq_len: int = Field(128, ge=16)
+    pretrain_lr: float = Field(3e-3, gt=0)
+
+
+class ModelConfig(Section):
+    """Which base model to load, and how."""
+
+    name_or_path: str = Field(
+        description="Hub id (org/name), local directory, or 'tiny' to build the project's "
+        "tiny model (cached in the runs directory)."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with the model.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the hardware really supports it, else fp32."
+    )
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+
+
+class DataConfig(Section):
+    """Where the training data is and how to split and render it."""
+
+    path: str = Field(description="Dataset file (JSON/JSONL), relative to the config file.")
+    format: Literal["auto", "chat", "alpaca"] = "auto"
+    system_prompt: str | None = Field(None, description="System message added to alpaca data.")
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(512, ge=8, description="Tokens per sample; longer ones are cut.")
+    max_samples: int | None = Field(None, ge=1, description="Use only the first N records.")
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _fractions_leave_training_data(cls, value: float, info) -> float:
+        if value + info.data.get("val_fraction", 0.0) >= 0.9:
+            raise ValueError("val_fraction + test_fraction must stay below 0.9")
+        return value
+
+
+class MethodConfig(Section):
+    """How weights are adapted (LoRA here; later issues add more kinds)."""
+
+    kind: Literal["lora"] = "lora"
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainConfig(Section):
+    """Optimisation settings."""
+
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
+    lr: float = Field(2e-4, gt=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    batch_size: int = Field(8, ge=1, description="Samples per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+
+
+class EvalConfig(Section):
+    """Generation-based evaluation on the test split."""
+
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_samples: int | None = Field(None, ge=1)
+    compare_base: bool = Field(True, description="Also evaluate the untuned base model.")
+
+
+class ExportConfig(Section):
+    """What the export stage writes."""
+
+    merged: bool = Field(True, description="Write base + adapter merged as safetensors.")
+    adapter: bool = Field(True, description="Write the adapter on its own.")
+
+
+class Config(Section):
+    """A whole tuneforge project."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Run name.")
+    seed: int = 42
+    runs_dir: str = Field("runs", description="Root of run directories (relative to the CWD).")
+    model: ModelConfig
+    data: DataConfig
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    objective: Literal["sft"] = "sft"
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
