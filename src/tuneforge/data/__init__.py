@@ -1,0 +1,1 @@
+"""Data layer: the Sample type, readers, rendering with loss masks, splitting, preparation."""

@@ -1,0 +1,54 @@
+"""The one sample type every reader yields and every step consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["chat", "preference", "unpaired", "text"]
+Message = dict[str, Any]
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Sample:
+    """One training example, whatever format it was read from.
+
+    Attributes:
+        id: Stable identifier (source file and line unless the record had one).
+        kind: chat (messages), preference (prompt/chosen/rejected), unpaired
+            (messages + label) or text.
+        source: ``file:line`` the record came from.
+        messages: OpenAI-schema messages for chat and unpaired samples.
+        tools: OpenAI tool definitions offered to the model, if any.
+        text: Raw text for the text kind.
+        meta: Anything else the record carried that steps may use.
+    """
+
+    id: str
+    kind: Kind
+    source: str
+    messages: list[Message] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    text: str | None = None
+    label: bool | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI fine-tuning JSONL record of a chat sample."""
+        record: dict[str, Any] = {"messages": self.messages}
+        if self.tools:
+            record["tools"] = self.tools
+        return record
+
+    def content_key(self) -> str:
+        """Text that identifies the conversation (for splitting and exact dedup)."""
+        if self.kind == "text":
+            return self.text or ""
+        return "\n".join(f"{m['role']}: {m.get('content') or ''}" for m in self.messages)
+
+    def prompt_key(self) -> str:
+        """The non-assistant text; variants of one prompt share a split group."""
+        return "\n".join(
+            str(m.get("content") or "") for m in self.messages if m["role"] != "assistant"
+        )
