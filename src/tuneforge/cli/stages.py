@@ -1,0 +1,73 @@
+"""Stage commands: `run` (all stages), `data prepare`, `train`, `eval`, `export`."""
+
+from __future__ import annotations
+
+import typer
+
+from tuneforge.cli.common import (
+    ConfigArg,
+    ForceOpt,
+    NewRunOpt,
+    SetOpt,
+    open_pipeline,
+    print_metrics,
+)
+from tuneforge.console import out
+from tuneforge.pipeline import STAGES
+
+data_app = typer.Typer(
+    help="Prepare datasets: read, render with the chat template, split.", no_args_is_help=True
+)
+
+
+def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Run every stage: data -> train -> eval -> export, skipping unchanged ones."""
+    pipeline = open_pipeline(config, set_, force, new_run=True)
+    for stage in STAGES:
+        if stage != "base" or pipeline.config.model.name_or_path == "tiny":
+            pipeline.execute(stage)
+    print_metrics(pipeline.done["eval"].summary)
+    export = pipeline.done["export"].path.resolve()
+    out.print(f"run: {pipeline.run.path}\nexported: {export}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
+) -> None:
+    """Read, render and split the dataset into the run directory."""
+    result = open_pipeline(config, set_, force, new_run).execute("data")
+    books = result.summary
+    dropped = sum(books["dropped"].values())
+    out.print(
+        f"read {books['read']}: kept {books['kept']}, dropped {dropped}, "
+        f"quarantined {books['quarantined']} | splits {books['splits']} -> {result.path}"
+    )
+
+
+def train(
+    config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
+) -> None:
+    """Fine-tune on the prepared data."""
+    result = open_pipeline(config, set_, force, new_run).execute("train")
+    s = result.summary
+    out.print(
+        f"trained {s['steps']} steps: val loss {s['val_loss_before']} -> {s['val_loss_after']}, "
+        f"{s['trained_tokens_per_s']:,.0f} trained tokens/s -> {result.path}"
+    )
+
+
+def eval_(
+    config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
+) -> None:
+    """Evaluate the tuned model (and its base) on the test split."""
+    result = open_pipeline(config, set_, force, new_run).execute("eval")
+    print_metrics(result.summary)
+
+
+def export(
+    config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
+) -> None:
+    """Write the adapter, the merged model and a model card."""
+    result = open_pipeline(config, set_, force, new_run).execute("export")
+    out.print(f"exported: {result.path.resolve()}")

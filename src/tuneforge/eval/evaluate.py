@@ -1,0 +1,78 @@
+"""The eval stage: base and tuned side by side on the held-out test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config.schema import Config
+from tuneforge.data.prepare import read_split
+from tuneforge.data.render import prompt_messages
+from tuneforge.errors import DataError
+from tuneforge.eval.generate import generate
+from tuneforge.eval.metrics import score
+from tuneforge.models.hardware import device, resolve_dtype
+from tuneforge.models.load import load_model, load_tokenizer
+from tuneforge.train.adapters import load_adapter
+
+
+def evaluate(
+    config: Config, model_path: str, data_dir: Path, train_dir: Path, out_dir: Path
+) -> dict[str, Any]:
+    """Generate on the test split with the tuned model (and the base), score, and report.
+
+    Writes ``predictions.jsonl``, ``report.json`` and ``report.md`` into ``out_dir``.
+    """
+    records = read_split(data_dir, "test") or read_split(data_dir, "val")
+    if not records:
+        raise DataError("eval: the test and validation splits are empty; raise data.test_fraction")
+    records = records[: config.eval.max_samples] if config.eval.max_samples else records
+    prompts, references = zip(*(prompt_messages(r["messages"]) for r in records), strict=True)
+    spec = config.model
+    dev = device()
+    tokenizer = load_tokenizer(
+        model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+    )
+    base = load_model(
+        model_path,
+        dtype=resolve_dtype(spec.precision, dev),
+        revision=spec.revision,
+        trust_remote_code=spec.trust_remote_code,
+        device=dev,
+    )
+    model = load_adapter(base, train_dir / "adapter")
+    options = {"max_new_tokens": config.eval.max_new_tokens, "batch_size": config.eval.batch_size}
+    outputs = {"tuned": generate(model, tokenizer, list(prompts), label="eval tuned", **options)}
+    if config.eval.compare_base:
+        with model.disable_adapter():
+            outputs["base"] = generate(
+                model, tokenizer, list(prompts), label="eval base", **options
+            )
+    report = {
+        "samples": len(records),
+        "split": "test" if read_split(data_dir, "test") else "val",
+        "metrics": {name: score(preds, list(references)) for name, preds in outputs.items()},
+    }
+    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
+        for index, record in enumerate(records):
+            row = {"id": record["id"], "reference": references[index]}
+            row.update({name: preds[index] for name, preds in outputs.items()})
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "report.md").write_text(markdown_table(report) + "\n")
+    return report
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """Base vs tuned metrics as a Markdown table."""
+    metrics = report["metrics"]
+    names = list(next(iter(metrics.values())))
+    header = "| metric | " + " | ".join(metrics) + (" | delta |" if "base" in metrics else " |")
+    lines = [header, "|" + "---|" * (len(metrics) + 1 + ("base" in metrics))]
+    for name in names:
+        cells = [f"{metrics[m][name]:.3f}" for m in metrics]
+        if "base" in metrics:
+            cells.append(f"{metrics['tuned'][name] - metrics['base'][name]:+.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return f"Evaluated on {report['samples']} {report['split']} samples.\n\n" + "\n".join(lines)

@@ -1,0 +1,183 @@
+"""The stages of a run, in data-flow order, with the keys that let unchanged ones be skipped.
+
+config -> base (tiny model only) -> data -> train -> eval -> export. Each stage
+reads only what earlier stages wrote into the run directory. A stage's key
+hashes its config section, its input files and the keys of the stages it
+reads, so a key can be computed before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import Config
+from tuneforge.config.load import config_hash
+from tuneforge.console import say
+from tuneforge.errors import ConfigError
+from tuneforge.models.load import check_local_model_dir, is_local
+from tuneforge.runs import RunDir, StageResult, find_finished, run_stage, stage_key
+from tuneforge.runs.hashing import cached_file_sha256
+
+STAGES = ("base", "data", "train", "eval", "export")
+COMMAND = {
+    "data": "tuneforge data prepare",
+    "train": "tuneforge train",
+    "eval": "tuneforge eval",
+    "export": "tuneforge export",
+}
+
+
+@dataclass
+class Pipeline:
+    """Runs or reuses the stages of one config in one run directory."""
+
+    config: Config
+    run: RunDir
+    config_file: str
+    force: bool = False
+    done: dict[str, StageResult] = field(default_factory=dict)
+
+    def execute(self, stage: str) -> StageResult:
+        """Run ``stage`` (or reuse an identical finished one), finding its inputs first."""
+        for upstream in STAGES[: STAGES.index(stage)]:
+            if upstream not in self.done and self._needed(upstream):
+                self.require(upstream)
+        work = getattr(self, f"_{stage}")
+        result = run_stage(self.run, stage, self.material(stage), work, force=self.force, say=say)
+        self.done[stage] = result
+        return result
+
+    def require(self, stage: str) -> StageResult:
+        """Link a finished upstream stage into the run; only the tiny base model is built here."""
+        earlier = find_finished(self.run.root, stage, stage_key(stage, self.material(stage)))
+        if earlier is None and stage != "base":
+            raise ConfigError(
+                f"stage {stage!r} has not run for this config ({self.config_file}); "
+                f"run `{COMMAND[stage]} {self.config_file}` first, or `tuneforge run`"
+            )
+        work = self._base if stage == "base" else _never
+        result = run_stage(self.run, stage, self.material(stage), work, say=say)
+        self.done[stage] = result
+        return result
+
+    def material(self, stage: str) -> dict[str, Any]:
+        """What decides a stage's output: its config, inputs and upstream keys."""
+        c = self.config
+        if stage == "base":
+            from tuneforge.models.tiny import BUILD_VERSION
+
+            return {"tiny": c.model.tiny.model_dump(), "seed": c.seed, "build": BUILD_VERSION}
+        if stage == "data":
+            return {
+                "data": c.data.model_dump(),
+                "data_sha256": self._input_hash(c.data.path),
+                "model": self.model_identity(),
+                "seed": c.seed,
+            }
+        upstream = {s: self._key(s) for s in STAGES[1 : STAGES.index(stage)]}
+        sections = {
+            "train": {
+                "model": c.model.model_dump(),
+                "method": c.method.model_dump(),
+                "objective": c.objective,
+                "train": c.train.model_dump(),
+                "seed": c.seed,
+            },
+            "eval": {"eval": c.eval.model_dump()},
+            "export": {"export": c.export.model_dump()},
+        }
+        return {**sections[stage], "model": self.model_identity(), "upstream": upstream}
+
+    def model_identity(self) -> dict[str, Any]:
+        """The base model's identity: the tiny stage key, content hashes, or hub id + revision."""
+        spec = self.config.model
+        if spec.name_or_path == "tiny":
+            return {"tiny": self._key("base")}
+        if is_local(spec.name_or_path):
+            folder = check_local_model_dir(spec.name_or_path)
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            return {"path": str(folder), "files": {p.name: self._input_hash(p) for p in files}}
+        return {"hub_id": spec.name_or_path, "revision": spec.revision}
+
+    def model_path(self) -> str:
+        if self.config.model.name_or_path == "tiny":
+            return str(self.done["base"].path)
+        return self.config.model.name_or_path
+
+    def lineage(self) -> dict[str, Any]:
+        data = self.done["data"].summary if "data" in self.done else {}
+        return {
+            "base_model": "tuneforge tiny model"
+            if self.config.model.name_or_path == "tiny"
+            else self.config.model.name_or_path,
+            "data": {**data, "sha256": self._input_hash(self.config.data.path)},
+            "eval": self.done["eval"].summary if "eval" in self.done else {},
+            "run_dir": str(self.run.path),
+            "config_hash": config_hash(self.config),
+        }
+
+    def _needed(self, stage: str) -> bool:
+        return stage != "base" or self.config.model.name_or_path == "tiny"
+
+    def _key(self, stage: str) -> str:
+        return stage_key(stage, self.material(stage))
+
+    def _input_hash(self, path: str | Path) -> str:
+        path = Path(path)
+        if not path.is_file():
+            return "missing"
+        digest = cached_file_sha256(path, self.run.root / ".hash-cache.json")
+        manifest = self.run.read_manifest()
+        if manifest.get("inputs", {}).get(str(path)) != digest:
+            manifest.setdefault("inputs", {})[str(path)] = digest
+            self.run.update_manifest(inputs=manifest["inputs"])
+        return digest
+
+    # -- stage bodies: each writes into the folder it is given and returns a summary
+
+    def _base(self, out: Path) -> dict[str, Any]:
+        from tuneforge.models.tiny import build_tiny_model
+
+        say("building the tiny base model (cached for later runs)")
+        return build_tiny_model(out, self.config.model.tiny, seed=self.config.seed)
+
+    def _data(self, out: Path) -> dict[str, Any]:
+        from tuneforge.data.prepare import prepare_data
+        from tuneforge.models.load import load_tokenizer
+
+        spec = self.config.model
+        tokenizer = load_tokenizer(
+            self.model_path(), revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+        return prepare_data(self.config.data, tokenizer, self.config.seed, out)
+
+    def _train(self, out: Path) -> dict[str, Any]:
+        from tuneforge.train.sft import train_sft
+
+        def log(**values: Any) -> None:
+            self.run.log_metrics("train", **values)
+
+        return train_sft(self.config, self.model_path(), self.done["data"].path, out, log)
+
+    def _eval(self, out: Path) -> dict[str, Any]:
+        from tuneforge.eval.evaluate import evaluate
+
+        report = evaluate(
+            self.config, self.model_path(), self.done["data"].path, self.done["train"].path, out
+        )
+        for model, values in report["metrics"].items():
+            self.run.log_metrics("eval", model=model, **values)
+        return report
+
+    def _export(self, out: Path) -> dict[str, Any]:
+        from tuneforge.export.hf import export_model
+
+        return export_model(
+            self.config, self.model_path(), self.done["train"].path, out, self.lineage()
+        )
+
+
+def _never(_: Path) -> dict[str, Any]:
+    raise AssertionError("a required stage was found finished and must not run")
