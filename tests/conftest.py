@@ -1,0 +1,67 @@
+"""Shared fixtures: the project's own tiny model and tokenizer, public sample data, the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests_support import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLIC_FIXTURES = Path(
+    os.environ.get("TUNEFORGE_PUBLIC_FIXTURES", REPO.parent / "shared" / "fixtures" / "public")
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach a model hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    """The tiny model's BPE tokenizer with its ChatML template, trained on a small corpus."""
+    from tuneforge.models.corpus import assistant_dialogues, general_corpus
+    from tuneforge.models.tiny import train_tokenizer
+
+    return train_tokenizer(general_corpus(0, 200), assistant_dialogues(0, 100), vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model folder built through the library (briefly pre-trained)."""
+    from tuneforge.config.schema import TinyModelConfig
+    from tuneforge.models.tiny import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    spec = TinyModelConfig(
+        vocab_size=600,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=128,
+        corpus_paragraphs=200,
+        corpus_dialogues=100,
+        pretrain_steps=20,
+        pretrain_seq_len=64,
+    )
+    build_tiny_model(out, spec, seed=0)
+    return out
+
+
+@pytest.fixture
+def public_fixtures() -> Path:
+    """The shared real-world sample datasets; skip where they are absent."""
+    if not PUBLIC_FIXTURES.is_dir():
+        pytest.skip(f"public fixtures not found at {PUBLIC_FIXTURES}")
+    return PUBLIC_FIXTURES
+
+
+@pytest.fixture
+def cli():
+    """The real CLI in a subprocess: ``cli("run", "cfg.yaml", cwd=path)``."""
+    return run_cli
