@@ -18,17 +18,16 @@ err = Console(stderr=True, highlight=False)
 
 def say(message: str) -> None:
     """A short progress note on stderr."""
-    err.print(f"[dim]›[/dim] {message}")
+    err.print(f"[dim]›[/dim] {message}", soft_wrap=True)
 
 
 def progress() -> Progress:
     """A progress bar with count, elapsed time, ETA and a free-text field for live metrics."""
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(bar_width=24),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("eta"),
         TimeRemainingColumn(compact=True),
         TextColumn("{task.fields[info]}"),
         console=err,

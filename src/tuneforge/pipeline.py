@@ -14,9 +14,9 @@ from typing import Any
 
 from tuneforge.config import Config
 from tuneforge.config.load import config_hash
-from tuneforge.console import say
+from tuneforge.console import quiet_libraries, say
 from tuneforge.errors import ConfigError
-from tuneforge.models.load import check_local_model_dir, is_local
+from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.runs import RunDir, StageResult, find_finished, run_stage, stage_key
 from tuneforge.runs.hashing import cached_file_sha256
 
@@ -41,6 +41,7 @@ class Pipeline:
 
     def execute(self, stage: str) -> StageResult:
         """Run ``stage`` (or reuse an identical finished one), finding its inputs first."""
+        quiet_libraries()
         for upstream in STAGES[: STAGES.index(stage)]:
             if upstream not in self.done and self._needed(upstream):
                 self.require(upstream)

@@ -19,8 +19,6 @@ REDUCED = [
     "--set",
     "data.max_samples=480",
     "--set",
-    "train.epochs=6",
-    "--set",
     "eval.max_samples=48",
 ]
 

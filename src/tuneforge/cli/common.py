@@ -11,6 +11,8 @@ from rich.table import Table
 
 from tuneforge.config import Config, dump_config, load_config
 from tuneforge.console import err, out
+from tuneforge.errors import DataError
+from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.pipeline import Pipeline
 from tuneforge.runs import create_run, latest_run
 
@@ -30,12 +32,21 @@ def open_pipeline(
 ) -> Pipeline:
     """Load the config, show it, and open the latest matching run directory or a new one."""
     config = load_config(config_file, overrides)
+    preflight(config)
     show_config(config)
     run = None if new_run else latest_run(config)
     if run is None:
         run = create_run(config, config_file)
     err.print(f"run directory: [bold]{run.path}[/bold]")
     return Pipeline(config=config, run=run, config_file=str(config_file), force=force)
+
+
+def preflight(config: Config) -> None:
+    """Fail on a missing dataset or an unsafe model folder before any run directory exists."""
+    if not Path(config.data.path).is_file():
+        raise DataError(f"data.path {config.data.path!r}: file not found")
+    if config.model.name_or_path != "tiny" and is_local(config.model.name_or_path):
+        check_local_model_dir(config.model.name_or_path)
 
 
 def show_config(config: Config) -> None:

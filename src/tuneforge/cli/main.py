@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from tuneforge import __version__
 from tuneforge.cli import config_cmd, models_cmd, stages
-from tuneforge.console import err, quiet_libraries
+from tuneforge.console import err
 from tuneforge.errors import TuneforgeError
 
 app = typer.Typer(
@@ -40,7 +40,6 @@ def root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
     """tuneforge: clean, tune, prove, export."""
-    quiet_libraries()
 
 
 app.command("run")(stages.run)

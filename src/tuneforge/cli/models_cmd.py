@@ -22,8 +22,10 @@ def tiny(
     seed: int = typer.Option(0),
 ) -> None:
     """Build a small Llama model and BPE tokenizer with a chat template, trained offline."""
+    from tuneforge.console import quiet_libraries
     from tuneforge.models.tiny import build_tiny_model
 
+    quiet_libraries()
     spec = TinyModelConfig(
         pretrain_steps=pretrain_steps,
         hidden_size=hidden_size,

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from transformers import PreTrainedTokenizerBase
 
 from tuneforge.config.schema import DataConfig
+from tuneforge.console import progress
 from tuneforge.data.readers import read_dataset
 from tuneforge.data.render import render_chat
 from tuneforge.data.sample import Sample
@@ -37,13 +38,16 @@ def prepare_data(
     dropped: Counter[str] = Counter()
     kept: list[Sample] = []
     rendered = {}
-    for sample in result.samples:
-        tokens = render_chat(tokenizer, sample.messages, max_length=data.max_length)
-        if tokens.trained_tokens == 0:
-            dropped["no_trained_tokens_within_max_length"] += 1
-            continue
-        kept.append(sample)
-        rendered[id(sample)] = tokens
+    with progress() as bar:
+        task = bar.add_task("render", total=len(result.samples), info="")
+        for sample in result.samples:
+            tokens = render_chat(tokenizer, sample.messages, max_length=data.max_length)
+            bar.advance(task)
+            if tokens.trained_tokens == 0:
+                dropped["no_trained_tokens_within_max_length"] += 1
+                continue
+            kept.append(sample)
+            rendered[id(sample)] = tokens
     if not kept:
         reasons = Counter(q.reason for q in result.quarantined) + dropped
         common = ", ".join(f"{n} x {r}" for r, n in reasons.most_common(3))

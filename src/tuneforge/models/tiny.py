@@ -129,7 +129,7 @@ def pretrain(
     order = torch.Generator().manual_seed(seed)
     started = time.time()
     with progress() as bar:
-        task = bar.add_task("pre-train tiny model", total=spec.pretrain_steps, info="")
+        task = bar.add_task("pre-train", total=spec.pretrain_steps, info="")
         for step in range(spec.pretrain_steps):
             index = torch.randint(len(blocks), (spec.pretrain_batch_size,), generator=order)
             batch = blocks[index]

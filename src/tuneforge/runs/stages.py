@@ -87,9 +87,7 @@ def run_stage(
                 _replace_with_link(final, earlier)
             record = json.loads((earlier / MARKER).read_text())
             say(f"stage {name}: skipped, inputs unchanged since {_relative(earlier, run.root)}")
-            run.record_stage(
-                name, {"status": "skipped", "key": key, "reused_from": str(earlier)}
-            )
+            run.record_stage(name, {"status": "skipped", "key": key, "reused_from": str(earlier)})
             return StageResult(name, final, key, True, record.get("summary", {}), earlier)
     tmp = run.path / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

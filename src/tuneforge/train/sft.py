@@ -82,7 +82,7 @@ def train_sft(
     model.train()
     seen_tokens, started, losses = 0, time.time(), []
     with progress() as bar:
-        task = bar.add_task("train (lora sft)", total=total_steps, info="")
+        task = bar.add_task(f"train {config.method.kind}", total=total_steps, info="")
         for step in range(1, total_steps + 1):
             group = [next(batches) for _ in range(cfg.grad_accum)]
             step_tokens = sum(trained_tokens(b["labels"]) for b in group)
@@ -111,7 +111,7 @@ def train_sft(
                 trained_tokens_per_s=round(rate, 1),
             )
             bar.update(
-                task, advance=1, info=f"loss {losses[-1]:.3f}  lr {lr:.1e}  {rate:,.0f} tok/s"
+                task, advance=1, info=f"loss {losses[-1]:.3f} lr {lr:.1e} {rate:,.0f} tok/s"
             )
     seconds = time.time() - started
     val_after = mean_token_loss(model, val_rows, cfg.batch_size, pad_id, dev)
