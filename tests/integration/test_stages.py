@@ -34,9 +34,14 @@ def test_stages_one_by_one_share_a_run(tmp_path: Path, tiny_model_dir: Path) -> 
     assert all(s["status"] == "done" for s in manifest["stages"].values())
     assert set(manifest["inputs"]) >= {str(tiny_model_dir / "model.safetensors")}
     assert "exported:" in result.stdout
+    marker = runs[0] / "export" / "_stage.json"
+    before = marker.stat().st_mtime_ns
     again = run_cli("export", config.name, "--force", cwd=tmp_path)
-    assert again.returncode == 0 and "stage export: skipped" not in again.stderr
-    assert "stage train: skipped" in again.stderr
+    assert again.returncode == 0 and "skipped" not in again.stderr
+    assert marker.stat().st_mtime_ns != before  # export ran again ...
+    stages = json.loads((runs[0] / "manifest.json").read_text())["stages"]
+    assert stages["train"]["status"] == "done"  # ... and train was only read, not redone
+    assert stages["train"]["seconds"] == manifest["stages"]["train"]["seconds"]
 
 
 @pytest.mark.slow

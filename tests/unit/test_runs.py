@@ -133,3 +133,14 @@ def test_cached_hash_matches_and_tracks_changes(tmp_path: Path) -> None:
     target.write_bytes(b"abcd")
     os.utime(target, ns=(1, 1))
     assert cached_file_sha256(target, cache) == file_sha256(target)
+
+
+def test_reusing_a_stage_within_its_own_run_keeps_its_record(config) -> None:
+    run = create_run(config)
+    messages: list[str] = []
+    run_stage(run, "data", {"x": 1}, _work([], "a"), say=messages.append)
+    again = run_stage(run, "data", {"x": 1}, _work([], "b"), say=messages.append)
+    assert again.skipped and again.summary == {"value": "a"}
+    assert messages == []
+    assert run.read_manifest()["stages"]["data"]["status"] == "done"
+    assert not (run.path / "data").is_symlink()

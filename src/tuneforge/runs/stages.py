@@ -83,11 +83,12 @@ def run_stage(
     if not force:
         earlier = find_finished(run.root, name, key)
         if earlier is not None:
-            if earlier.resolve() != final.resolve():
-                _replace_with_link(final, earlier)
             record = json.loads((earlier / MARKER).read_text())
-            say(f"stage {name}: skipped, inputs unchanged since {_relative(earlier, run.root)}")
-            run.record_stage(name, {"status": "skipped", "key": key, "reused_from": str(earlier)})
+            if earlier.resolve() != final.resolve():  # already this run's own output: say nothing
+                _replace_with_link(final, earlier)
+                say(f"stage {name}: skipped, inputs unchanged since {_relative(earlier, run.root)}")
+                reuse = {"status": "skipped", "key": key, "reused_from": str(earlier)}
+                run.record_stage(name, reuse)
             return StageResult(name, final, key, True, record.get("summary", {}), earlier)
     tmp = run.path / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -110,9 +110,7 @@ def train_sft(
                 grad_norm=round(float(grad_norm), 4),
                 trained_tokens_per_s=round(rate, 1),
             )
-            bar.update(
-                task, advance=1, info=f"loss {losses[-1]:.3f} lr {lr:.1e} {rate:,.0f} tok/s"
-            )
+            bar.update(task, advance=1, info=f"loss {losses[-1]:.3f} lr {lr:.1e} {rate:,.0f} tok/s")
     seconds = time.time() - started
     val_after = mean_token_loss(model, val_rows, cfg.batch_size, pad_id, dev)
     log(step=total_steps, val_loss=round(val_after, 5))
