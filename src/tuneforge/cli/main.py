@@ -13,7 +13,7 @@ import typer.main
 from rich.markup import escape
 
 from tuneforge import __version__
-from tuneforge.cli import config_cmd, models_cmd, stages
+from tuneforge.cli import config_cmd, data_cmd, models_cmd, stages
 from tuneforge.console import err
 from tuneforge.errors import TuneforgeError
 
@@ -43,7 +43,7 @@ def root(
 
 
 app.command("run")(stages.run)
-app.add_typer(stages.data_app, name="data")
+app.add_typer(data_cmd.data_app, name="data")
 app.command("train")(stages.train)
 app.command("eval")(stages.eval_)
 app.command("export")(stages.export)

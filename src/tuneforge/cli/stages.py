@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import typer
-
 from tuneforge.cli.common import (
     ConfigArg,
     ForceOpt,
@@ -15,10 +13,6 @@ from tuneforge.cli.common import (
 from tuneforge.console import out
 from tuneforge.pipeline import STAGES
 
-data_app = typer.Typer(
-    help="Prepare datasets: read, render with the chat template, split.", no_args_is_help=True
-)
-
 
 def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Run every stage: data -> train -> eval -> export, skipping unchanged ones."""
@@ -29,20 +23,6 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None
     print_metrics(pipeline.done["eval"].summary)
     export = pipeline.done["export"].path.resolve()
     out.print(f"run: {pipeline.run.path}\nexported: {export}")
-
-
-@data_app.command("prepare")
-def data_prepare(
-    config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
-) -> None:
-    """Read, render and split the dataset into the run directory."""
-    result = open_pipeline(config, set_, force, new_run).execute("data")
-    books = result.summary
-    dropped = sum(books["dropped"].values())
-    out.print(
-        f"read {books['read']}: kept {books['kept']}, dropped {dropped}, "
-        f"quarantined {books['quarantined']} | splits {books['splits']} -> {result.path}"
-    )
 
 
 def train(

@@ -1,0 +1,26 @@
+"""`tuneforge data ...`: dataset commands."""
+
+from __future__ import annotations
+
+import typer
+
+from tuneforge.cli.common import ConfigArg, ForceOpt, NewRunOpt, SetOpt, open_pipeline
+from tuneforge.console import out
+
+data_app = typer.Typer(
+    help="Prepare datasets: read, render with the chat template, split.", no_args_is_help=True
+)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
+) -> None:
+    """Read, render and split the dataset into the run directory."""
+    result = open_pipeline(config, set_, force, new_run).execute("data")
+    books = result.summary
+    dropped = sum(books["dropped"].values())
+    out.print(
+        f"read {books['read']}: kept {books['kept']}, dropped {dropped}, "
+        f"quarantined {books['quarantined']} | splits {books['splits']} -> {result.path}"
+    )

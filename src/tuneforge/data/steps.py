@@ -1,0 +1,94 @@
+"""Small generator steps over Samples, and the books they keep.
+
+A step takes an iterable of Samples and yields Samples. Each step counts what
+it saw, kept, changed and dropped (by reason) in a :class:`StepStats`, so a
+pipeline's books always balance: ``seen = kept + dropped`` for every step.
+Executors (local now, Spark later) run the same steps.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tuneforge.data.sample import Sample
+
+
+@dataclass
+class StepStats:
+    """What one step did."""
+
+    name: str
+    seen: int = 0
+    kept: int = 0
+    changed: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seen": self.seen,
+            "kept": self.kept,
+            "changed": self.changed,
+            "dropped": dict(self.dropped),
+        }
+
+    def balanced(self) -> bool:
+        return self.seen == self.kept + sum(self.dropped.values())
+
+
+class Step(Protocol):
+    """A named transformation of a stream of samples that records its counts."""
+
+    name: str
+
+    def __call__(self, samples: Iterable[Sample], stats: StepStats) -> Iterator[Sample]: ...
+
+
+@dataclass
+class FilterStep:
+    """Keep samples the predicate accepts; the predicate returns ``(keep, reason)``."""
+
+    name: str
+    predicate: Callable[[Sample], tuple[bool, str | None]]
+
+    def __call__(self, samples: Iterable[Sample], stats: StepStats) -> Iterator[Sample]:
+        for sample in samples:
+            stats.seen += 1
+            keep, reason = self.predicate(sample)
+            if keep:
+                stats.kept += 1
+                yield sample
+            else:
+                stats.dropped[reason or self.name] += 1
+
+
+@dataclass
+class MapStep:
+    """Rewrite samples; ``fn`` returns the new sample (or the same one) and whether it changed."""
+
+    name: str
+    fn: Callable[[Sample], tuple[Sample, bool]]
+
+    def __call__(self, samples: Iterable[Sample], stats: StepStats) -> Iterator[Sample]:
+        for sample in samples:
+            stats.seen += 1
+            new, changed = self.fn(sample)
+            stats.kept += 1
+            stats.changed += int(changed)
+            yield new
+
+
+def run_steps(samples: Iterable[Sample], steps: list[Step]) -> tuple[list[Sample], list[StepStats]]:
+    """Run steps in order over a stream (local executor) and return the survivors and the books."""
+    stats = [StepStats(step.name) for step in steps]
+    stream: Iterable[Sample] = samples
+    for step, record in zip(steps, stats, strict=True):
+        stream = step(stream, record)
+    kept = list(stream)
+    for record in stats:
+        if not record.balanced():
+            raise AssertionError(f"step {record.name} does not balance: {record.to_json()}")
+    return kept, stats
