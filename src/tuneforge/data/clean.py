@@ -1,0 +1,224 @@
+"""Cleaning steps: normalisation, markup stripping, length, quality, language and toxicity filters.
+
+Each function here is small and pure; the step classes apply them to every text
+of a sample (message contents of chat samples, ``text`` of text samples) and
+count what they changed or dropped, by reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from functools import cache
+from html.parser import HTMLParser
+from importlib import resources
+
+from tuneforge.data.sample import Sample
+from tuneforge.data.steps import StepStats
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200e\u200f\ufeff]")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def normalize_text(text: str) -> str:
+    """NFC, unified line endings, no control or zero-width characters, tidy blank lines."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text).replace("\u00a0", " ")
+    text = _TRAILING_SPACE.sub("\n", text)
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+class _TextOnly(HTMLParser):
+    """Collects the text of an HTML fragment, skipping script and style contents."""
+
+    _BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self._skip += tag in {"script", "style"}
+        if tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skip -= tag in {"script", "style"} and self._skip > 0
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+_TAG = re.compile(r"</?[a-zA-Z][^<>]*>")
+
+
+def strip_markup(text: str) -> str:
+    """Remove HTML tags (keeping their text) and unescape entities; plain text is unchanged."""
+    if not _TAG.search(text):
+        return html.unescape(text) if "&" in text else text
+    parser = _TextOnly()
+    parser.feed(text)
+    parser.close()
+    return normalize_text("".join(parser.parts))
+
+
+def duplicate_line_ratio(text: str) -> float:
+    """Share of non-empty lines that repeat an earlier line (boilerplate, scraped menus)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return 1 - len(set(lines)) / len(lines) if lines else 0.0
+
+
+def symbol_ratio(text: str) -> float:
+    """Share of non-space characters that are neither letters, digits nor common punctuation."""
+    visible = [c for c in text if not c.isspace()]
+    if not visible:
+        return 0.0
+    ordinary = sum(c.isalnum() or c in ".,;:!?'\"()-[]{}/" for c in visible)
+    return 1 - ordinary / len(visible)
+
+
+def repeated_word_ngram_ratio(text: str, n: int = 3) -> float:
+    """Share of word n-grams that are repeats of an earlier n-gram (degenerate repetition)."""
+    words = _WORD.findall(text.lower())
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if len(grams) >= 4 else 0.0
+
+
+@cache
+def _wordlist(name: str) -> frozenset[str]:
+    text = resources.files("tuneforge.data.wordlists").joinpath(name).read_text("utf-8")
+    return frozenset(w.strip().lower() for w in text.splitlines() if w.strip() and w[0] != "#")
+
+
+def profanity_count(text: str, words: frozenset[str] | None = None) -> int:
+    """How many words of ``text`` are on the profanity list (whole words, case-insensitive)."""
+    words = _wordlist("profanity_en.txt") if words is None else words
+    return sum(w in words for w in _WORD.findall(text.lower()))
+
+
+def texts_of(sample: Sample) -> list[str]:
+    """Every text a sample carries (message contents, or its text)."""
+    if sample.kind == "text":
+        return [sample.text or ""]
+    return [m.get("content") or "" for m in sample.messages]
+
+
+def map_texts(sample: Sample, fn: Callable[[str], str]) -> tuple[Sample, bool]:
+    """Apply ``fn`` to every text of a sample; returns the new sample and whether it changed."""
+    if sample.kind == "text":
+        new = fn(sample.text or "")
+        return (
+            (dataclasses.replace(sample, text=new), True) if new != sample.text else (sample, False)
+        )
+    messages, changed = [], False
+    for message in sample.messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            new = fn(content)
+            changed |= new != content
+            message = {**message, "content": new}
+        messages.append(message)
+    return (dataclasses.replace(sample, messages=messages), True) if changed else (sample, False)
+
+
+@dataclasses.dataclass
+class TextMapStep:
+    """Rewrite every text of every sample with ``fn``; count samples changed."""
+
+    name: str
+    fn: Callable[[str], str]
+
+    def __call__(self, samples: Iterable[Sample], stats: StepStats) -> Iterator[Sample]:
+        for sample in samples:
+            stats.seen += 1
+            new, changed = map_texts(sample, self.fn)
+            stats.kept += 1
+            stats.changed += changed
+            yield new
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityRules:
+    """Thresholds of the quality filter; ``None`` switches a rule off."""
+
+    min_chars: int | None = 1
+    max_chars: int | None = None
+    max_duplicate_line_ratio: float | None = 0.5
+    max_symbol_ratio: float | None = 0.5
+    max_repeated_ngram_ratio: float | None = 0.7
+    languages: tuple[str, ...] | None = None
+    max_profanity: int | None = None
+    extra_words: frozenset[str] = frozenset()
+    classifier: Callable[[str], float] | None = None
+    classifier_threshold: float = 0.5
+
+
+def quality_problem(sample: Sample, rules: QualityRules) -> str | None:
+    """The first rule a sample breaks, as a drop reason, or None when it passes."""
+    text = "\n".join(texts_of(sample))
+    checks: list[tuple[bool, str]] = [
+        (rules.min_chars is not None and len(text.strip()) < rules.min_chars, "too_short"),
+        (rules.max_chars is not None and len(text) > rules.max_chars, "too_long"),
+        (
+            rules.max_duplicate_line_ratio is not None
+            and duplicate_line_ratio(text) > rules.max_duplicate_line_ratio,
+            "duplicate_lines",
+        ),
+        (
+            rules.max_symbol_ratio is not None and symbol_ratio(text) > rules.max_symbol_ratio,
+            "symbols",
+        ),
+        (
+            rules.max_repeated_ngram_ratio is not None
+            and repeated_word_ngram_ratio(text) > rules.max_repeated_ngram_ratio,
+            "repetition",
+        ),
+    ]
+    for broken, reason in checks:
+        if broken:
+            return reason
+    return _language_problem(text, rules) or _toxicity_problem(text, rules)
+
+
+def _language_problem(text: str, rules: QualityRules) -> str | None:
+    if not rules.languages:
+        return None
+    from tuneforge.data.language import detect_language
+
+    language, _ = detect_language(text)
+    return None if language in rules.languages else f"language:{language}"
+
+
+def _toxicity_problem(text: str, rules: QualityRules) -> str | None:
+    if rules.max_profanity is not None:
+        words = _wordlist("profanity_en.txt") | rules.extra_words
+        if profanity_count(text, words) > rules.max_profanity:
+            return "profanity"
+    if rules.classifier is not None and rules.classifier(text) >= rules.classifier_threshold:
+        return "toxicity"
+    return None
+
+
+@dataclasses.dataclass
+class QualityFilter:
+    """Drop samples that break a quality rule, with the rule as the reason."""
+
+    rules: QualityRules
+    name: str = "quality"
+
+    def __call__(self, samples: Iterable[Sample], stats: StepStats) -> Iterator[Sample]:
+        for sample in samples:
+            stats.seen += 1
+            reason = quality_problem(sample, self.rules)
+            if reason is None:
+                stats.kept += 1
+                yield sample
+            else:
+                stats.dropped[reason] += 1
