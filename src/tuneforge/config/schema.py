@@ -49,6 +49,46 @@ class ModelConfig(Section):
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
 
 
+class CleanConfig(Section):
+    """Normalisation and quality filters; a threshold of null switches its rule off."""
+
+    normalize: bool = Field(True, description="NFC, line endings, control characters.")
+    strip_html: bool = Field(False, description="Remove HTML tags, keep their text.")
+    min_chars: int | None = Field(1, ge=0)
+    max_chars: int | None = Field(None, ge=1)
+    max_duplicate_line_ratio: float | None = Field(0.5, ge=0, le=1)
+    max_symbol_ratio: float | None = Field(0.5, ge=0, le=1)
+    max_repeated_ngram_ratio: float | None = Field(0.7, ge=0, le=1)
+    languages: list[str] | None = Field(None, description="Keep only these (e.g. [en, de]).")
+    max_profanity: int | None = Field(None, ge=0, description="Profane words allowed per sample.")
+    wordlists: list[str] = Field(default_factory=list, description="Extra word-list files.")
+
+
+class DedupConfig(Section):
+    """Exact and near-duplicate removal (MinHash + LSH); the first occurrence is kept."""
+
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity.")
+    num_perm: int = Field(128, ge=16)
+    shingle: Literal["word", "char"] = "word"
+    shingle_size: int = Field(5, ge=1)
+
+
+class PiiConfig(Section):
+    """Personal data and secrets: redact with typed placeholders, drop, flag, or off."""
+
+    mode: Literal["redact", "drop", "flag", "off"] = "redact"
+
+
+class DecontaminateConfig(Section):
+    """Training samples sharing a long n-gram with eval data or benchmarks."""
+
+    mode: Literal["drop", "flag", "off"] = "drop"
+    ngram: int = Field(13, ge=4)
+    benchmarks: list[str] = Field(default_factory=list, description="Extra files to guard.")
+
+
 class DataConfig(Section):
     """Where the training data is and how to split and render it."""
 
@@ -59,6 +99,11 @@ class DataConfig(Section):
     test_fraction: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(512, ge=8, description="Tokens per sample; longer ones are cut.")
     max_samples: int | None = Field(None, ge=1, description="Use only the first N records.")
+    strict: bool = Field(False, description="Stop at the first malformed record.")
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
 
     @field_validator("test_fraction")
     @classmethod

@@ -1,0 +1,189 @@
+"""The data report: what was read, what each step did and why, and what will be trained.
+
+Written as ``report.md`` (for terminals and reviews), ``report.html`` (a
+self-contained page with the plots embedded) and ``token_lengths.png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt
+
+from tuneforge.data.sample import Sample
+
+
+def conversation_stats(samples: list[Sample]) -> dict[str, Any]:
+    """Role counts and the distribution of turns (messages) per conversation."""
+    roles: Counter[str] = Counter()
+    turns: Counter[int] = Counter()
+    for sample in samples:
+        roles.update(m["role"] for m in sample.messages)
+        turns[len(sample.messages)] += 1
+    return {"roles": dict(roles), "turns": dict(sorted(turns.items()))}
+
+
+def plot_lengths(lengths: dict[str, list[int]], path: Path) -> Path:
+    """Histogram of token lengths per split, saved as PNG."""
+    figure, axis = plt.subplots(figsize=(7, 3.5), dpi=110)
+    for split, values in lengths.items():
+        if values:
+            axis.hist(values, bins=40, alpha=0.6, label=f"{split} (n={len(values)})")
+    axis.set_xlabel("tokens per sample")
+    axis.set_ylabel("samples")
+    axis.set_title("Token lengths after rendering")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, str]:
+    """Write the Markdown and HTML reports and the plot; returns their file names.
+
+    Args:
+        out_dir: The data stage's folder.
+        report: ``books``, ``steps`` (StepStats JSON), ``lengths`` (per split),
+            ``trained_tokens`` (per split), ``conversations``, ``pii`` (counts by
+            type), ``clusters`` (largest duplicate clusters), ``quarantine``
+            (counts by reason and examples).
+    """
+    png = plot_lengths(report.get("lengths", {}), out_dir / "token_lengths.png")
+    sections = _sections(report)
+    markdown = "\n\n".join(f"## {title}\n\n{_markdown(body)}" for title, body in sections)
+    (out_dir / "report.md").write_text(
+        f"# Data report\n\n{markdown}\n\n![token lengths]({png.name})\n", encoding="utf-8"
+    )
+    image = base64.b64encode(png.read_bytes()).decode()
+    page = "".join(f"<h2>{html.escape(t)}</h2>{_html(body)}" for t, body in sections)
+    (out_dir / "report.html").write_text(_PAGE.format(body=page, image=image), encoding="utf-8")
+    return {"markdown": "report.md", "html": "report.html", "plot": png.name}
+
+
+Table = tuple[list[str], list[list[Any]]]
+
+
+def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
+    books = report["books"]
+    trained = report.get("trained_tokens", {})
+    out: list[tuple[str, Table]] = [
+        (
+            "Books",
+            (
+                ["read", "kept", "dropped", "quarantined"],
+                [
+                    [
+                        books["read"],
+                        books["kept"],
+                        sum(books["dropped"].values()),
+                        books["quarantined"],
+                    ]
+                ],
+            ),
+        ),
+        (
+            "Per source file",
+            (
+                ["file", "read", "quarantined"],
+                [[name, n["read"], n["quarantined"]] for name, n in books.get("files", {}).items()],
+            ),
+        ),
+        (
+            "Steps",
+            (
+                ["step", "seen", "kept", "changed", "dropped (by reason)"],
+                [
+                    [s["name"], s["seen"], s["kept"], s["changed"], _reasons(s["dropped"])]
+                    for s in report.get("steps", [])
+                ],
+            ),
+        ),
+        (
+            "Splits and tokens",
+            (
+                ["split", "samples", "tokens", "trained tokens"],
+                [
+                    [split, len(lengths), sum(lengths), trained.get(split, 0)]
+                    for split, lengths in report.get("lengths", {}).items()
+                ],
+            ),
+        ),
+    ]
+    conversations = report.get("conversations", {})
+    if conversations:
+        out.append(("Roles", (["role", "messages"], sorted(conversations["roles"].items()))))
+        out.append(
+            (
+                "Turns per conversation",
+                (["messages", "conversations"], list(conversations["turns"].items())),
+            )
+        )
+    if report.get("pii"):
+        out.append(("PII found", (["type", "count"], sorted(report["pii"].items()))))
+    if report.get("clusters"):
+        out.append(
+            (
+                "Largest duplicate clusters",
+                (
+                    ["kept sample", "duplicates", "examples"],
+                    [
+                        [c["kept"], c["size"], "; ".join(c.get("examples", []))[:200]]
+                        for c in report["clusters"]
+                    ],
+                ),
+            )
+        )
+    quarantine = report.get("quarantine", {})
+    if quarantine.get("reasons"):
+        out.append(
+            (
+                "Quarantine (quarantine.jsonl)",
+                (["reason", "records"], sorted(quarantine["reasons"].items())),
+            )
+        )
+    return out
+
+
+def _reasons(dropped: dict[str, int]) -> str:
+    return ", ".join(f"{reason}: {n}" for reason, n in sorted(dropped.items())) or "-"
+
+
+def _markdown(table: Table) -> str:
+    header, rows = table
+    if not rows:
+        return "(none)"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        "| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def _html(table: Table) -> str:
+    header, rows = table
+    if not rows:
+        return "<p>(none)</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tuneforge data report</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+table{{border-collapse:collapse;margin-bottom:1rem}}
+td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}th{{background:#f3f3f3}}
+</style></head>
+<body><h1>Data report</h1>{body}
+<h2>Token lengths</h2><img alt="token lengths" src="data:image/png;base64,{image}"></body></html>
+"""
