@@ -133,7 +133,7 @@ def test_second_run_skips_every_stage(project: Path, first_run) -> None:
 def test_single_stage_commands_reuse_and_force(project: Path, first_run) -> None:
     result = run_cli("eval", "quickstart.yaml", *REDUCED, cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "stage eval: skipped" in result.stderr
+    assert "stage eval: up to date in this run" in result.stderr
     changed = run_cli(
         "eval", "quickstart.yaml", *REDUCED, "--set", "eval.max_samples=8", cwd=project
     )

@@ -84,7 +84,9 @@ def run_stage(
         earlier = find_finished(run.root, name, key)
         if earlier is not None:
             record = json.loads((earlier / MARKER).read_text())
-            if earlier.resolve() != final.resolve():  # already this run's own output: say nothing
+            if earlier.resolve() == final.resolve():  # this run's own output: keep its record
+                say(f"stage {name}: up to date in this run")
+            else:
                 _replace_with_link(final, earlier)
                 say(f"stage {name}: skipped, inputs unchanged since {_relative(earlier, run.root)}")
                 reuse = {"status": "skipped", "key": key, "reused_from": str(earlier)}
