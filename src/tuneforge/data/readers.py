@@ -1,15 +1,26 @@
-"""Read JSON / JSONL datasets in chat or alpaca form into Samples, quarantining bad records."""
+"""Read a dataset (file or directory, any supported type and format) into Samples.
+
+Records that cannot become a Sample are quarantined with their source, the
+reason and their raw text, and reading goes on; ``strict=True`` raises on the
+first one instead. The books always balance, for the whole dataset and for
+each file in it: ``read = samples + quarantined``. File types are described in
+:mod:`tuneforge.data.sources`, record formats in :mod:`tuneforge.data.formats`.
+"""
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.sample import ROLES, Message, Sample
+from tuneforge.data.formats import BadRecord, check_format, check_mapping, to_sample
+from tuneforge.data.sample import Sample
+from tuneforge.data.sources import RawRecord, dataset_files, iter_records
 from tuneforge.errors import DataError
+
+__all__ = ["BadRecord", "FileBooks", "Quarantined", "ReadResult", "read_dataset", "to_sample"]
 
 
 @dataclass
@@ -24,134 +35,142 @@ class Quarantined:
         return {"source": self.source, "reason": self.reason, "raw": self.raw[:2000]}
 
 
-class BadRecord(ValueError):
-    """A record that cannot be converted; its message is the quarantine reason."""
+@dataclass
+class FileBooks:
+    """How many records of one file became samples and how many were quarantined."""
+
+    samples: int = 0
+    quarantined: int = 0
+
+    @property
+    def read(self) -> int:
+        return self.samples + self.quarantined
+
+    def to_json(self) -> dict[str, int]:
+        return {"read": self.read, "samples": self.samples, "quarantined": self.quarantined}
 
 
 @dataclass
 class ReadResult:
-    """Samples and quarantined records of one file: ``read = len(samples) + len(quarantined)``."""
+    """Samples and quarantined records of a dataset: ``read = len(samples) + len(quarantined)``.
+
+    Attributes:
+        path: The file or directory read.
+        samples: The records that became Samples, in reading order.
+        quarantined: The records that did not, with the reason.
+        files: Books per source file (its name as used in ``source``), in reading order.
+        skipped: Files of a directory that are not of a readable type.
+    """
 
     path: Path
     samples: list[Sample] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    files: dict[str, FileBooks] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def read(self) -> int:
         return len(self.samples) + len(self.quarantined)
 
+    def kinds(self) -> dict[str, int]:
+        """Samples per kind (chat, preference, unpaired, text)."""
+        return dict(Counter(sample.kind for sample in self.samples))
+
+    def books(self) -> dict[str, Any]:
+        """The counts for a manifest or summary, per file included."""
+        return {
+            "read": self.read,
+            "samples": len(self.samples),
+            "quarantined": len(self.quarantined),
+            "kinds": self.kinds(),
+            "files": {name: books.to_json() for name, books in self.files.items()},
+            "skipped": list(self.skipped),
+        }
+
 
 def read_dataset(
-    path: str | Path, fmt: str = "auto", system_prompt: str | None = None, limit: int | None = None
+    path: str | Path,
+    fmt: str = "auto",
+    system_prompt: str | None = None,
+    limit: int | None = None,
+    *,
+    mapping: dict[str, str] | None = None,
+    strict: bool = False,
 ) -> ReadResult:
-    """Read a ``.json`` array or ``.jsonl`` file of chat or alpaca records.
+    """Read every record of a dataset file or directory into Samples, quarantining bad ones.
 
     Args:
-        path: The dataset file.
-        fmt: ``auto`` (per record), ``chat`` or ``alpaca``.
-        system_prompt: System message prepended to alpaca records.
-        limit: Read at most this many records.
+        path: A dataset file, a ``datasets`` ``save_to_disk`` directory, or a
+            directory of dataset files.
+        fmt: ``auto`` (detected per record) or a format name: openai (also
+            ``chat``), alpaca, sharegpt, preference, unpaired, text.
+        system_prompt: System message prepended to alpaca records that have none.
+        limit: Read at most this many records in all.
+        mapping: ``{our field: their column}``, e.g. ``{"instruction": "question"}``.
+        strict: Raise on the first bad record instead of quarantining it.
 
     Raises:
-        DataError: the file is missing, unreadable as a whole, or empty.
+        DataError: the path is missing, of an unreadable type, or holds no
+            records; a bad format or mapping; any bad record when ``strict``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data.path {str(path)!r}: file not found")
-    result = ReadResult(path=path)
-    for line_no, raw, record in _records(path):
+    fmt = check_format(fmt)
+    mapping = check_mapping(mapping)
+    entries, skipped = dataset_files(path)
+    result = ReadResult(path=path, skipped=skipped)
+    for entry in entries:
         if limit is not None and result.read >= limit:
             break
-        source = f"{path.name}:{line_no}"
-        try:
-            if isinstance(record, BadRecord):
-                raise record
-            result.samples.append(to_sample(record, source, fmt, system_prompt))
-        except BadRecord as err:
-            result.quarantined.append(Quarantined(source, str(err), raw))
+        if entry.kind != "datasets":  # a DatasetDict's books are per split, named on reading
+            result.files.setdefault(entry.name, FileBooks())
+        for raw in iter_records(entry):
+            if limit is not None and result.read >= limit:
+                break
+            item = convert(raw, fmt, system_prompt, mapping)
+            books = result.files.setdefault(raw.file, FileBooks())
+            if isinstance(item, Sample):
+                result.samples.append(item)
+                books.samples += 1
+                continue
+            if strict:
+                raise DataError(
+                    f"{item.source}: {item.reason}; fix the record, or turn strict off to "
+                    "quarantine it"
+                )
+            result.quarantined.append(item)
+            books.quarantined += 1
     if result.read == 0:
-        raise DataError(f"data.path {str(path)!r}: no records in the file")
+        where = "the directory" if path.is_dir() else "the file"
+        raise DataError(f"data.path {str(path)!r}: no records in {where}")
     return result
 
 
-def to_sample(record: Any, source: str, fmt: str, system_prompt: str | None) -> Sample:
-    """Convert one parsed record to a chat Sample, or raise BadRecord with the reason."""
-    if not isinstance(record, dict):
-        raise BadRecord(f"expected a JSON object, got {type(record).__name__}")
-    if fmt == "auto":
-        fmt = "chat" if "messages" in record else "alpaca" if "instruction" in record else ""
-        if not fmt:
-            raise BadRecord(
-                f"unknown format: keys {sorted(record)[:6]}; expected messages/instruction"
-            )
-    messages = _chat(record) if fmt == "chat" else _alpaca(record, system_prompt)
-    if not any(m["role"] == "assistant" and m.get("content") for m in messages):
-        raise BadRecord("no assistant turn")
-    sample_id = str(record.get("id") or source)
-    return Sample(id=sample_id, kind="chat", source=source, messages=messages)
+def iter_samples(
+    path: str | Path,
+    fmt: str = "auto",
+    system_prompt: str | None = None,
+    *,
+    mapping: dict[str, str] | None = None,
+) -> Iterator[Sample | Quarantined]:
+    """Stream a dataset's records as Samples or Quarantined records, in reading order.
+
+    The streaming twin of :func:`read_dataset` (same arguments) for data that
+    should not be held in memory at once; JSON arrays are still parsed whole.
+    """
+    fmt = check_format(fmt)
+    mapping = check_mapping(mapping)
+    for entry in dataset_files(Path(path))[0]:
+        for raw in iter_records(entry):
+            yield convert(raw, fmt, system_prompt, mapping)
 
 
-def _chat(record: dict[str, Any]) -> list[Message]:
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRecord("'messages' must be a non-empty list")
-    out: list[Message] = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise BadRecord(f"messages[{index}] is not an object")
-        role = message.get("role")
-        if role not in ROLES:
-            raise BadRecord(f"messages[{index}].role {role!r} is not one of {', '.join(ROLES)}")
-        content = message.get("content")
-        if isinstance(content, list):  # OpenAI content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if not isinstance(content, str):
-            raise BadRecord(f"messages[{index}].content must be a string")
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _alpaca(record: dict[str, Any], system_prompt: str | None) -> list[Message]:
-    instruction, extra, output = (record.get(k, "") for k in ("instruction", "input", "output"))
-    if not all(isinstance(v, str) for v in (instruction, extra, output)):
-        raise BadRecord("alpaca instruction/input/output must be strings")
-    if not instruction.strip():
-        raise BadRecord("empty instruction")
-    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    system = record.get("system") or system_prompt
-    messages: list[Message] = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
-    return messages
-
-
-def _records(path: Path) -> Iterator[tuple[int, str, Any]]:
-    """Yield (line number, raw text, parsed record or BadRecord) for JSONL or a JSON array."""
-    data = path.read_bytes()
-    if path.suffix == ".json":
-        try:
-            parsed = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(
-                f"{path}: not valid JSON ({err}); use JSONL to skip bad records"
-            ) from None
-        if not isinstance(parsed, list):
-            raise DataError(f"{path}: expected a JSON array of records")
-        for index, record in enumerate(parsed, 1):
-            yield index, json.dumps(record, ensure_ascii=False), record
-        return
-    for line_no, line in enumerate(data.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield (
-                line_no,
-                line.decode("utf-8", "replace"),
-                BadRecord(f"invalid UTF-8 ({err.reason})"),
-            )
-            continue
-        try:
-            yield line_no, text, json.loads(text)
-        except json.JSONDecodeError as err:
-            yield line_no, text, BadRecord(f"invalid JSON: {err.msg} at column {err.colno}")
+def convert(
+    raw: RawRecord, fmt: str, system_prompt: str | None, mapping: dict[str, str]
+) -> Sample | Quarantined:
+    """One raw record as a Sample, or as a Quarantined record with the reason."""
+    try:
+        if isinstance(raw.value, BadRecord):
+            raise raw.value
+        return to_sample(raw.value, raw.source, fmt, system_prompt, mapping)
+    except BadRecord as err:
+        return Quarantined(raw.source, str(err), raw.raw_text())
