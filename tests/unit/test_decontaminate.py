@@ -211,3 +211,24 @@ def test_any_reformatted_13_token_window_is_caught(
     index = build_index([text("e", " ".join(eval_words))])
     assert index.find([f"prefix words {noisy} suffix"]) is not None
     assert index.find([" ".join(window[:12])]) is None
+
+
+def test_shared_system_prompt_is_not_contamination() -> None:
+    from tuneforge.data.decontaminate import DecontaminateStep, build_index
+    from tuneforge.data.sample import Sample
+    from tuneforge.data.steps import run_steps
+
+    system = "Route the support ticket and reply with JSON only, naming the team and the priority."
+
+    def ticket(i: int, text: str) -> Sample:
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": "ok"},
+        ]
+        return Sample(id=str(i), kind="chat", source=f"t:{i}", messages=messages)
+
+    held_out = [ticket(0, "My parcel never arrived and the tracking page shows nothing at all.")]
+    train = [ticket(1, "I was charged twice for the same order this month, please refund me.")]
+    kept, stats = run_steps(train, [DecontaminateStep(build_index(held_out, n=13))])
+    assert [s.id for s in kept] == ["1"] and stats[0].dropped == {}

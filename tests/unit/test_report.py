@@ -48,7 +48,14 @@ def test_report_files_and_contents(tmp_path: Path) -> None:
         "trained_tokens": {"train": 6, "val": 3, "test": 0},
         "conversations": conversation_stats(samples),
         "pii": {"EMAIL": 3},
-        "clusters": [{"kept": "f:1", "size": 2, "examples": ["f:3", "f:4"]}],
+        "clusters": [
+            {
+                "representative": "f:1",
+                "size": 3,
+                "duplicates": ["f:3", "f:4"],
+                "examples": [{"id": "f:3", "similarity": 1.0, "excerpt": "same text"}],
+            }
+        ],
         "quarantine": {"reasons": {"invalid JSON": 1}},
     }
     files = write_report(tmp_path, report)

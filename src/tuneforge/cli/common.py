@@ -43,7 +43,7 @@ def open_pipeline(
 
 def preflight(config: Config) -> None:
     """Fail on a missing dataset or an unsafe model folder before any run directory exists."""
-    if not Path(config.data.path).is_file():
+    if not Path(config.data.path).exists():
         raise DataError(f"data.path {config.data.path!r}: file not found")
     if config.model.name_or_path != "tiny" and is_local(config.model.name_or_path):
         check_local_model_dir(config.model.name_or_path)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from tuneforge.cli import data_convert, data_inspect
 from tuneforge.cli.common import ConfigArg, ForceOpt, NewRunOpt, SetOpt, open_pipeline
 from tuneforge.console import out
 
 data_app = typer.Typer(
-    help="Prepare datasets: read, render with the chat template, split.", no_args_is_help=True
+    help="Datasets: prepare (clean, dedup, scrub, split, render), convert, inspect.",
+    no_args_is_help=True,
 )
 
 
@@ -24,3 +26,7 @@ def data_prepare(
         f"read {books['read']}: kept {books['kept']}, dropped {dropped}, "
         f"quarantined {books['quarantined']} | splits {books['splits']} -> {result.path}"
     )
+
+
+data_app.command("convert")(data_convert.convert)
+data_app.command("inspect")(data_inspect.inspect)

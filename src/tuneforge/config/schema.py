@@ -92,12 +92,26 @@ class DecontaminateConfig(Section):
 class DataConfig(Section):
     """Where the training data is and how to split and render it."""
 
-    path: str = Field(description="Dataset file (JSON/JSONL), relative to the config file.")
-    format: Literal["auto", "chat", "alpaca"] = "auto"
+    path: str = Field(
+        description="Dataset file or folder (JSON, JSONL, CSV, Parquet, TXT, datasets), "
+        "relative to the config file."
+    )
+    format: Literal[
+        "auto", "openai", "chat", "alpaca", "sharegpt", "preference", "unpaired", "text"
+    ] = "auto"
+    mapping: dict[str, str] = Field(
+        default_factory=dict, description="Our field name -> your column, e.g. {instruction: q}."
+    )
     system_prompt: str | None = Field(None, description="System message added to alpaca data.")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(512, ge=8, description="Tokens per sample; longer ones are cut.")
+    train_on: Literal["assistant", "last_assistant", "all"] = Field(
+        "assistant", description="Which tokens carry loss (per-message weight 0 always excludes)."
+    )
+    template: Literal["chatml", "llama-3", "alpaca"] | None = Field(
+        None, description="Chat template to use instead of (or where there is no) model template."
+    )
     max_samples: int | None = Field(None, ge=1, description="Use only the first N records.")
     strict: bool = Field(False, description="Stop at the first malformed record.")
     clean: CleanConfig = Field(default_factory=CleanConfig)

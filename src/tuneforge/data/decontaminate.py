@@ -79,9 +79,13 @@ def sample_segments(sample: Sample) -> Iterator[str]:
     """The texts of a sample: each message content (string or text parts) and ``text``.
 
     Messages are those of the conversation and, for preference samples, of both replies.
+    System messages are left out: a task's instructions are shared by its training and
+    test samples alike, and overlap there leaks nothing about the answers.
     """
     replies = [*getattr(sample, "chosen", ()), *getattr(sample, "rejected", ())]
     for message in [*sample.messages, *replies]:
+        if message.get("role") == "system":
+            continue
         content = message.get("content")
         if isinstance(content, str):
             yield content

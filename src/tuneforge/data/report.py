@@ -135,7 +135,11 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
                 (
                     ["kept sample", "duplicates", "examples"],
                     [
-                        [c["kept"], c["size"], "; ".join(c.get("examples", []))[:200]]
+                        [
+                            c["representative"],
+                            c["size"],
+                            " | ".join(e["excerpt"] for e in c["examples"])[:200],
+                        ]
                         for c in report["clusters"]
                     ],
                 ),

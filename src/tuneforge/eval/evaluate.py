@@ -42,7 +42,12 @@ def evaluate(
         device=dev,
     )
     model = load_adapter(base, train_dir / "adapter")
-    options = {"max_new_tokens": config.eval.max_new_tokens, "batch_size": config.eval.batch_size}
+    options = {
+        "max_new_tokens": config.eval.max_new_tokens,
+        "batch_size": config.eval.batch_size,
+        "tools": [r.get("tools") for r in records],
+        "template": config.data.template,
+    }
     outputs = {"tuned": generate(model, tokenizer, list(prompts), label="eval tuned", **options)}
     if config.eval.compare_base:
         with model.disable_adapter():

@@ -21,8 +21,14 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     label: str = "generate",
+    tools: list[list[dict] | None] | None = None,
+    template: str | None = None,
 ) -> list[str]:
-    """Greedy replies to each prompt conversation, decoded without special tokens."""
+    """Greedy replies to each prompt conversation, decoded without special tokens.
+
+    ``tools`` (one list per prompt) and ``template`` are passed to the one rendering
+    function, as they were when the training data was rendered.
+    """
     model.eval()
     dev = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
@@ -31,7 +37,12 @@ def generate(
     with progress() as bar:
         task = bar.add_task(label, total=len(prompts), info="")
         for start in range(0, len(prompts), batch_size):
-            encoded = [render_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
+            encoded = [
+                render_prompt(
+                    tokenizer, prompts[i], tools=tools[i] if tools else None, template=template
+                )
+                for i in range(start, min(start + batch_size, len(prompts)))
+            ]
             width = max(len(ids) for ids in encoded)
             # left padding keeps every prompt's last token at the same position
             ids = torch.tensor([[pad_id] * (width - len(e)) + e for e in encoded], device=dev)

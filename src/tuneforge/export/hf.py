@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from tuneforge.config.schema import Config
+from tuneforge.data.templates import fallback_template, fallback_template_name
 from tuneforge.export.card import model_card
 from tuneforge.models.load import load_model, load_tokenizer
 from tuneforge.train.adapters import load_adapter, merge
@@ -46,6 +47,12 @@ def _write_merged(config: Config, model_path: str, adapter_dir: Path, out: Path)
     spec = config.model
     options = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     tokenizer = load_tokenizer(model_path, **options)
+    # ship the template the model was trained with, so serving renders prompts the same way
+    name = config.data.template or (
+        None if tokenizer.chat_template else fallback_template_name(tokenizer)
+    )
+    if name:
+        tokenizer.chat_template = fallback_template(name)
     # merge in fp32 so rounding does not depend on the training precision
     model = load_adapter(load_model(model_path, dtype=torch.float32, **options), adapter_dir)
     probe = torch.tensor([tokenizer("The merged model must match.")["input_ids"]])
