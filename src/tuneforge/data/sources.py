@@ -177,35 +177,34 @@ def _decode(line: bytes) -> str | BadRecord:
         return BadRecord(f"invalid UTF-8: byte 0x{line[err.start]:02x} at byte {err.start + 1}")
 
 
-def _jsonl(name: str, lines: Iterable[bytes | BadRecord]) -> Iterator[RawRecord]:
+def _decoded_lines(
+    lines: Iterable[bytes | BadRecord],
+) -> Iterator[tuple[int, str | BadRecord, str]]:
+    """Non-blank lines: their number, decoded text (or why it is not text) and raw text."""
     for line_no, line in enumerate(lines, 1):
         if isinstance(line, BadRecord):
-            yield RawRecord(name, line_no, line, "")
+            yield line_no, line, ""
             continue
         line = line.rstrip(b"\r\n")
-        if not line.strip():
-            continue
-        text = _decode(line)
+        if line.strip():
+            yield line_no, _decode(line), line.decode("utf-8", "replace")
+
+
+def _jsonl(name: str, lines: Iterable[bytes | BadRecord]) -> Iterator[RawRecord]:
+    for line_no, text, raw in _decoded_lines(lines):
         if isinstance(text, BadRecord):
-            yield RawRecord(name, line_no, text, line.decode("utf-8", "replace"))
+            yield RawRecord(name, line_no, text, raw)
             continue
         try:
-            yield RawRecord(name, line_no, json.loads(text), text)
+            yield RawRecord(name, line_no, json.loads(text), raw)
         except json.JSONDecodeError as err:
-            yield RawRecord(name, line_no, _invalid_json(err, lines=False), text)
+            yield RawRecord(name, line_no, _invalid_json(err, lines=False), raw)
 
 
 def _txt(name: str, lines: Iterable[bytes | BadRecord]) -> Iterator[RawRecord]:
-    for line_no, line in enumerate(lines, 1):
-        if isinstance(line, BadRecord):
-            yield RawRecord(name, line_no, line, "")
-            continue
-        line = line.rstrip(b"\r\n")
-        if not line.strip():
-            continue
-        text = _decode(line)
+    for line_no, text, raw in _decoded_lines(lines):
         value = text if isinstance(text, BadRecord) else {"text": text}
-        yield RawRecord(name, line_no, value, line.decode("utf-8", "replace"))
+        yield RawRecord(name, line_no, value, raw)
 
 
 def _csv(name: str, lines: Iterable[bytes | BadRecord], delimiter: str) -> Iterator[RawRecord]:
