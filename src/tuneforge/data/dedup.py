@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import math
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
+
+import numpy as np
 
 from tuneforge.data.minhash import LshIndex, MinHasher, lsh_params
 from tuneforge.data.sample import Sample
@@ -35,6 +37,16 @@ EXCERPT_CHARS = 120
 def normalize_exact(text: str) -> str:
     """The form exact dedup compares: NFC, casefolded, whitespace runs collapsed to one space."""
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+
+def exact_digest(text: str) -> bytes:
+    """The 16-byte key exact dedup compares: a BLAKE2b digest of :func:`normalize_exact`."""
+    return hashlib.blake2b(normalize_exact(text).encode(), digest_size=16).digest()
+
+
+def excerpt(text: str) -> str:
+    """The excerpt of a duplicate a cluster shows: the first words, whitespace collapsed."""
+    return " ".join(text[: EXCERPT_CHARS * 4].split())[:EXCERPT_CHARS]
 
 
 @dataclass
@@ -63,10 +75,18 @@ class DuplicateCluster:
         return 1 + len(self.duplicates)
 
     def add(self, sample: Sample, text: str, similarity: float, max_examples: int) -> None:
-        self.duplicates.append(sample.id)
-        if len(self.examples) < max_examples:
-            excerpt = " ".join(text[: EXCERPT_CHARS * 4].split())[:EXCERPT_CHARS]
-            self.examples.append(DuplicateExample(sample.id, round(similarity, 4), excerpt))
+        self.add_id(sample.id, text, similarity, max_examples)
+
+    def add_id(
+        self, sample_id: str, text: str, similarity: float, max_examples: int
+    ) -> DuplicateExample | None:
+        """Record a duplicate by id; returns the example made for it, if it is one of the first."""
+        self.duplicates.append(sample_id)
+        if len(self.examples) >= max_examples:
+            return None
+        example = DuplicateExample(sample_id, round(similarity, 4), excerpt(text))
+        self.examples.append(example)
+        return example
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,7 +119,7 @@ class ExactDedup:
         for sample in samples:
             stats.seen += 1
             text = sample.content_key()
-            digest = hashlib.blake2b(normalize_exact(text).encode(), digest_size=16).digest()
+            digest = exact_digest(text)
             representative = first.get(digest)
             if representative is None:
                 first[digest] = sample.id
@@ -154,24 +174,85 @@ class NearDedup:
 
     def __call__(self, samples: Iterable[Sample], stats: StepStats) -> Iterator[Sample]:
         self.clusters = {}
-        needed = math.ceil(self.threshold * self.num_perm - 1e-9)
-        index = LshIndex(self.bands, self.rows, self.num_perm, needed)
-        kept_ids: list[str] = []
+        decider = self.decider()
         stream = iter(samples)
         while batch := list(islice(stream, self.batch_size)):
             texts = [s.content_key() for s in batch]
             sigs, counts = self.hasher.signatures_and_counts(texts)
-            reps, agrees = index.add_batch(sigs, counts)
-            for sample, text, rep, agree, count in zip(
-                batch, texts, reps.tolist(), agrees.tolist(), counts.tolist(), strict=True
-            ):
-                stats.seen += 1
-                if rep < 0:
-                    if count:
-                        kept_ids.append(sample.id)
-                    stats.kept += 1
+            decisions = decider.decide([s.id for s in batch], sigs, counts)
+            for sample, text, decision in zip(batch, texts, decisions, strict=True):
+                self.tally(decision, sample.id, text, stats)
+                if decision.rep < 0:
                     yield sample
-                    continue
-                stats.dropped[NEAR_DUPLICATE] += 1
-                cluster = self.clusters.setdefault(rep, DuplicateCluster(kept_ids[rep]))
-                cluster.add(sample, text, agree / self.num_perm, self.max_examples)
+
+    def decider(self) -> NearDecider:
+        """A fresh keep-first decider with this step's LSH parameters."""
+        needed = math.ceil(self.threshold * self.num_perm - 1e-9)
+        return NearDecider(LshIndex(self.bands, self.rows, self.num_perm, needed), self.num_perm)
+
+    def tally(
+        self, decision: NearDecision, sample_id: str, text: str, stats: StepStats
+    ) -> DuplicateExample | None:
+        """Count one decided sample and file a duplicate under its representative's cluster.
+
+        Returns:
+            The example made for a duplicate (its excerpt comes from ``text``), or None when the
+            sample is kept or its cluster already shows ``max_examples``.
+        """
+        stats.seen += 1
+        if decision.rep < 0:
+            stats.kept += 1
+            return None
+        stats.dropped[NEAR_DUPLICATE] += 1
+        cluster = self.clusters.setdefault(decision.rep, DuplicateCluster(decision.rep_id))
+        return cluster.add_id(sample_id, text, decision.similarity, self.max_examples)
+
+
+@dataclass(frozen=True)
+class NearDecision:
+    """What near dedup decided for one sample.
+
+    Attributes:
+        rep: Number of the kept sample it duplicates (kept samples with shingles are numbered
+            from 0 in order); -1 when it is kept.
+        rep_id: Id of that kept sample ("" when kept).
+        similarity: Share of agreeing signature rows with it (0 when kept).
+    """
+
+    rep: int
+    rep_id: str = ""
+    similarity: float = 0.0
+
+
+KEPT = NearDecision(-1)
+
+
+@dataclass
+class NearDecider:
+    """The keep-first decision over MinHash signatures, one batch at a time, in stream order.
+
+    The local step and the Spark executor both decide through this class, the latter on
+    signatures computed elsewhere, so their decisions are the same by construction.
+    Memory: the band tables and the signatures of the kept samples, plus their ids.
+    """
+
+    index: LshIndex
+    num_perm: int
+    kept_ids: list[str] = field(default_factory=list)
+
+    def decide(
+        self, ids: Sequence[str], sigs: np.ndarray, counts: np.ndarray
+    ) -> list[NearDecision]:
+        """Decide the next batch: ``ids``, their ``sigs`` and shingle ``counts``, in order."""
+        reps, agrees = self.index.add_batch(sigs, counts)
+        out: list[NearDecision] = []
+        for sample_id, rep, agree, count in zip(
+            ids, reps.tolist(), agrees.tolist(), counts.tolist(), strict=True
+        ):
+            if rep < 0:
+                if count:
+                    self.kept_ids.append(sample_id)
+                out.append(KEPT)
+            else:
+                out.append(NearDecision(rep, self.kept_ids[rep], agree / self.num_perm))
+        return out
