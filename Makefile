@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneforge-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install install-spark demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
+
+# optional: Java + PySpark for data.engine: spark (the spark tests skip without them)
+install-spark: install
+	VENV=$(VENV) scripts/install-spark.sh
 
 demo: install
 	$(VENV)/bin/tuneforge run examples/quickstart.yaml

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
     """Run the real `tuneforge` command in a subprocess, offline, and capture its output."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200"}
     return subprocess.run(

@@ -17,8 +17,6 @@ REDUCED = [
     "--set",
     "model.tiny.pretrain_steps=200",
     "--set",
-    "data.max_samples=480",
-    "--set",
     "eval.max_samples=48",
 ]
 
@@ -65,9 +63,13 @@ def test_run_directory_records_everything(first_run) -> None:
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["tiny"]["pretrain_steps"] == 200  # overrides are in the saved config
     books = json.loads((run / "data" / "_stage.json").read_text())["summary"]
+    assert books["dropped"] == {"contaminated": 131}  # tickets sharing a 13-word run with test
+    assert (run / "data" / "report.html").is_file() and (
+        run / "data" / "token_lengths.png"
+    ).is_file()
     assert (
         books["read"]
-        == 480
+        == 800
         == books["kept"] + books["quarantined"] + sum(books["dropped"].values())
     )
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

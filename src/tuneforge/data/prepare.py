@@ -51,7 +51,14 @@ def prepare_data(
     )
     _write_jsonl(out_dir / "quarantine.jsonl", [q.to_json() for q in result.quarantined])
     steps = build_steps(data, tokenizer)
-    kept, stats = run_steps(result.samples, steps)
+    if data.engine == "spark":
+        from tuneforge.data.spark import run_steps_spark
+
+        kept, stats = run_steps_spark(
+            result.samples, steps, data.spark_master, data.spark_partitions
+        )
+    else:
+        kept, stats = run_steps(result.samples, steps)
     if not kept:
         raise DataError(f"data.path {data.path!r}: no usable samples ({_why(result, stats)})")
     splits = split_samples(kept, data.val_fraction, data.test_fraction, seed)

@@ -3,7 +3,7 @@
 A step takes an iterable of Samples and yields Samples. Each step counts what
 it saw, kept, changed and dropped (by reason) in a :class:`StepStats`, so a
 pipeline's books always balance: ``seen = kept + dropped`` for every step.
-Executors (local now, Spark later) run the same steps.
+Executors (local here, Spark in :mod:`tuneforge.data.spark`) run the same steps.
 """
 
 from __future__ import annotations
