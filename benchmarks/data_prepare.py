@@ -41,9 +41,7 @@ import collections
 import cProfile
 import io
 import json
-import multiprocessing
 import pstats
-import resource
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.dedup import print_table
+from benchmarks.forked import in_child, peak_mb
 from benchmarks.synthetic_corpus import Document, iter_documents
 from tuneforge.config.schema import DataConfig
 from tuneforge.data.configure import build_steps
@@ -117,39 +116,13 @@ def load_samples(path: Path, limit: int | None = None) -> list[Sample]:
     return list(TimedSource(path, limit))
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _child(fn: Callable[..., Any], args: tuple[Any, ...], queue: Any) -> None:
-    start_rss = _rss_mb()
-    result = fn(*args)
-    queue.put((result, _peak_mb(), _peak_mb() - start_rss))
-
-
-def in_child(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
-    """Run ``fn`` in a forked child: its result, peak RSS MB, and RSS it added MB."""
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child, args=(fn, args, queue))
-    child.start()
-    result = queue.get()
-    child.join()
-    return result
-
-
 def chain(path: Path, kept_path: Path) -> dict[str, Any]:
     """``run_steps`` end to end over a stream; writes the kept records for rendering."""
     source = TimedSource(path)
     start = time.perf_counter()
     kept, stats = run_steps(source, build_steps(DataConfig(path="unused")))
     seconds = time.perf_counter() - start - source.seconds
-    peak = _peak_mb()
+    peak = peak_mb()
     with open(kept_path, "w", encoding="utf-8") as handle:
         for sample in kept:
             handle.write(json.dumps({"id": sample.id, "messages": sample.messages}) + "\n")

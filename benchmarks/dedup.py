@@ -19,13 +19,12 @@ kept, so they count against precision when dropped.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from benchmarks.forked import in_child
 from benchmarks.synthetic_corpus import Corpus, generate
 from tuneforge.data.dedup import NearDedup
 from tuneforge.data.minhash import shingles
@@ -111,29 +110,16 @@ def run_datasketch(corpus: Corpus, settings: Settings) -> set[str]:
     return dropped
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def _measure(method: Callable[..., set[str]], args: tuple[Any, ...], queue: Any) -> None:
-    start_rss = _rss_mb()
+def _timed(method: Callable[..., set[str]], *args: Any) -> tuple[set[str], float]:
     start = time.perf_counter()
     dropped = method(*args)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((dropped, seconds, peak, peak - start_rss))
+    return dropped, time.perf_counter() - start
 
 
 def measure(method: Callable[..., set[str]], *args: Any) -> tuple[set[str], float, float, float]:
     """Run ``method`` in a forked child: dropped ids, seconds, peak RSS MB, RSS added MB."""
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_measure, args=(method, args, queue))
-    child.start()
-    result = queue.get()
-    child.join()
-    return result
+    (dropped, seconds), peak, added = in_child(_timed, method, *args)
+    return dropped, seconds, peak, added
 
 
 def bench(n_docs: int, settings: Settings, seed: int) -> list[dict[str, Any]]:
