@@ -18,7 +18,6 @@ from tuneforge.console import quiet_libraries, say
 from tuneforge.errors import ConfigError
 from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.runs import RunDir, StageResult, find_finished, run_stage, stage_key
-from tuneforge.runs.hashing import cached_file_sha256
 
 STAGES = ("base", "data", "train", "eval", "export")
 COMMAND = {
@@ -127,14 +126,7 @@ class Pipeline:
 
     def _input_hash(self, path: str | Path) -> str:
         path = Path(path)
-        if not path.is_file():
-            return "missing"
-        digest = cached_file_sha256(path, self.run.root / ".hash-cache.json")
-        manifest = self.run.read_manifest()
-        if manifest.get("inputs", {}).get(str(path)) != digest:
-            manifest.setdefault("inputs", {})[str(path)] = digest
-            self.run.update_manifest(inputs=manifest["inputs"])
-        return digest
+        return self.run.record_input(path) if path.is_file() else "missing"
 
     # -- stage bodies: each writes into the folder it is given and returns a summary
 

@@ -24,6 +24,7 @@ from tuneforge.data.report import conversation_stats, write_report
 from tuneforge.data.sample import Sample
 from tuneforge.data.split import split_samples
 from tuneforge.data.steps import StepStats, run_steps
+from tuneforge.data.writers import write_jsonl, write_quarantine
 from tuneforge.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -49,7 +50,7 @@ def prepare_data(
         mapping=data.mapping or None,
         strict=data.strict,
     )
-    _write_jsonl(out_dir / "quarantine.jsonl", [q.to_json() for q in result.quarantined])
+    write_quarantine(result.quarantined, out_dir / "quarantine.jsonl")
     steps = build_steps(data, tokenizer)
     if data.engine == "spark":
         from tuneforge.data.spark import run_steps_spark
@@ -164,16 +165,9 @@ def _why(result, stats: list[StepStats]) -> str:
 
 def _write_split(out_dir: Path, name: str, samples: list[Sample], rendered: dict) -> None:
     records = [{"id": s.id, "source": s.source, **s.to_openai()} for s in samples]
-    _write_jsonl(out_dir / "samples" / f"{name}.jsonl", records)
+    write_jsonl(records, out_dir / "samples" / f"{name}.jsonl")
     ids = pa.array([rendered[id(s)].input_ids for s in samples], pa.list_(pa.int32()))
     labels = pa.array([rendered[id(s)].labels for s in samples], pa.list_(pa.int32()))
     table = pa.table({"id": [s.id for s in samples], "input_ids": ids, "labels": labels})
     (out_dir / "tokens").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out_dir / "tokens" / f"{name}.parquet")
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -12,7 +12,7 @@ from typing import Any
 
 from tuneforge import __version__
 from tuneforge.config import Config, config_hash, dump_config
-from tuneforge.runs.hashing import file_sha256
+from tuneforge.runs.hashing import cached_file_sha256
 from tuneforge.runs.manifest import git_state, hardware, package_versions
 
 
@@ -46,11 +46,16 @@ class RunDir:
         write_json_atomic(self.manifest_path, manifest)
 
     def record_input(self, path: str | Path) -> str:
-        """Hash an input file into the manifest and return its sha256."""
-        digest = file_sha256(path)
+        """Hash an input file into the manifest and return its sha256.
+
+        Hashes are remembered under the runs root by path, size and mtime, so big
+        weights are read once; the manifest is rewritten only when the entry changes.
+        """
+        digest = cached_file_sha256(path, self.root / ".hash-cache.json")
         manifest = self.read_manifest()
-        manifest.setdefault("inputs", {})[str(path)] = digest
-        write_json_atomic(self.manifest_path, manifest)
+        if manifest.setdefault("inputs", {}).get(str(path)) != digest:
+            manifest["inputs"][str(path)] = digest
+            write_json_atomic(self.manifest_path, manifest)
         return digest
 
     def log_metrics(self, stage: str, **values: Any) -> None:
