@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests_support import run_cli
+from tuneforge.runs.hashing import file_sha256
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,6 +34,11 @@ def test_stages_one_by_one_share_a_run(tmp_path: Path, tiny_model_dir: Path) -> 
     assert list(manifest["stages"]) == ["data", "train", "eval", "export"]
     assert all(s["status"] == "done" for s in manifest["stages"].values())
     assert set(manifest["inputs"]) >= {str(tiny_model_dir / "model.safetensors")}
+    data_books = manifest["stages"]["data"]["summary"]
+    assert data_books["read"] == 60
+    assert data_books["outputs"]["packed/train.parquet"] == file_sha256(
+        runs[0] / "data" / "packed" / "train.parquet"
+    )
     assert "exported:" in result.stdout
     marker = runs[0] / "export" / "_stage.json"
     before = marker.stat().st_mtime_ns

@@ -62,6 +62,12 @@ class CleanConfig(Section):
     languages: list[str] | None = Field(None, description="Keep only these (e.g. [en, de]).")
     max_profanity: int | None = Field(None, ge=0, description="Profane words allowed per sample.")
     wordlists: list[str] = Field(default_factory=list, description="Extra word-list files.")
+    toxicity_classifier: str | None = Field(
+        None,
+        description="module:function scoring a text's toxicity in [0, 1] (your classifier), "
+        "e.g. my_filters:score: a .py file in the data's folder, or an importable module.",
+    )
+    toxicity_threshold: float = Field(0.5, ge=0, le=1, description="Drop at or above this score.")
 
 
 class DedupConfig(Section):
@@ -112,6 +118,10 @@ class DataConfig(Section):
     template: Literal["chatml", "llama-3", "alpaca"] | None = Field(
         None, description="Chat template to use instead of (or where there is no) model template."
     )
+    packing: bool = Field(True, description="Also write packed rows (packed/<split>.parquet).")
+    pack_length: int | None = Field(
+        None, ge=8, description="Tokens per packed row; at least max_length (default: max_length)."
+    )
     max_samples: int | None = Field(None, ge=1, description="Use only the first N records.")
     strict: bool = Field(False, description="Stop at the first malformed record.")
     engine: Literal["local", "spark"] = Field("local", description="Where the steps run.")
@@ -121,6 +131,17 @@ class DataConfig(Section):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+
+    @field_validator("pack_length")
+    @classmethod
+    def _rows_hold_every_sample(cls, value: int | None, info) -> int | None:
+        max_length = info.data.get("max_length", 512)
+        if value is not None and value < max_length:
+            raise ValueError(
+                f"pack_length {value} is shorter than max_length {max_length}: "
+                "samples would not fit in a row"
+            )
+        return value
 
     @field_validator("test_fraction")
     @classmethod

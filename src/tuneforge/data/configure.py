@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +57,7 @@ def build_steps(data: DataConfig, tokenizer: PreTrainedTokenizerBase | None = No
     return steps
 
 
-def build_decontaminate(data: DataConfig, held_out: list[Sample]) -> DecontaminateStep | None:
+def build_decontaminate(data: DataConfig, held_out: Iterable[Sample]) -> DecontaminateStep | None:
     """The step that removes training samples overlapping held-out data or benchmarks."""
     spec = data.decontaminate
     if spec.mode == "off":
@@ -92,4 +95,44 @@ def _rules(data: DataConfig) -> QualityRules:
         languages=tuple(clean.languages) if clean.languages else None,
         max_profanity=clean.max_profanity,
         extra_words=frozenset(extra),
+        classifier=_classifier(clean.toxicity_classifier, Path(data.path).parent),
+        classifier_threshold=clean.toxicity_threshold,
     )
+
+
+def _classifier(spec: str | None, base: Path) -> Callable[[str], float] | None:
+    """Load the ``module:function`` toxicity scorer named in the config (a module or a .py file)."""
+    if spec is None:
+        return None
+    key = "data.clean.toxicity_classifier"
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise DataError(f"{key}: {spec!r} is not module:function (e.g. my_filters:score)")
+    file = Path(module_name if module_name.endswith(".py") else f"{module_name}.py")
+    file = file if file.is_absolute() else base / file
+    try:
+        if file.is_file():
+            loader = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except Exception as err:  # the user's module: any import error is theirs to fix
+        raise DataError(f"{key}: cannot import {module_name!r}: {err}") from err
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise DataError(f"{key}: {module_name!r} has no function {function_name!r}")
+    return _checked_scores(function, spec)
+
+
+def _checked_scores(function: Callable[[str], Any], spec: str) -> Callable[[str], float]:
+    def score(text: str) -> float:
+        value = function(text)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise DataError(
+                f"data.clean.toxicity_classifier: {spec} returned {value!r}; "
+                "it must return a score between 0 and 1"
+            )
+        return float(value)
+
+    return score

@@ -10,7 +10,7 @@ each file in it: ``read = samples + quarantined``. File types are described in
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,15 @@ from tuneforge.data.sample import Sample
 from tuneforge.data.sources import RawRecord, dataset_files, iter_records
 from tuneforge.errors import DataError
 
-__all__ = ["BadRecord", "FileBooks", "Quarantined", "ReadResult", "read_dataset", "to_sample"]
+__all__ = [
+    "BadRecord",
+    "DatasetStream",
+    "FileBooks",
+    "Quarantined",
+    "ReadResult",
+    "read_dataset",
+    "to_sample",
+]
 
 
 @dataclass
@@ -113,36 +121,87 @@ def read_dataset(
         DataError: the path is missing, of an unreadable type, or holds no
             records; a bad format or mapping; any bad record when ``strict``.
     """
-    path = Path(path)
-    fmt = check_format(fmt)
-    mapping = check_mapping(mapping)
-    entries, skipped = dataset_files(path)
-    result = ReadResult(path=path, skipped=skipped)
-    for entry in entries:
-        if limit is not None and result.read >= limit:
-            break
-        if entry.kind != "datasets":  # a DatasetDict's books are per split, named on reading
-            result.files.setdefault(entry.name, FileBooks())
-        for raw in iter_records(entry):
-            if limit is not None and result.read >= limit:
+    stream = DatasetStream(
+        path, fmt, system_prompt, limit, mapping=mapping, strict=strict, keep_quarantined=True
+    )
+    samples = list(stream)
+    return ReadResult(
+        path=Path(path),
+        samples=samples,
+        quarantined=stream.quarantined,
+        files=stream.files,
+        skipped=stream.skipped,
+    )
+
+
+class DatasetStream:
+    """A dataset's Samples, one at a time, with the books kept as they are read.
+
+    Iterating yields the Samples; each bad record goes to ``on_quarantine`` (and
+    to ``quarantined`` when ``keep_quarantined``), or raises when ``strict``. Once
+    exhausted, ``read = samples + quarantined`` holds per file and in all.
+    Arguments are those of :func:`read_dataset`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fmt: str = "auto",
+        system_prompt: str | None = None,
+        limit: int | None = None,
+        *,
+        mapping: dict[str, str] | None = None,
+        strict: bool = False,
+        on_quarantine: Callable[[Quarantined], None] | None = None,
+        keep_quarantined: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.fmt = check_format(fmt)
+        self.mapping = check_mapping(mapping)
+        self.system_prompt, self.limit, self.strict = system_prompt, limit, strict
+        self.on_quarantine, self.keep_quarantined = on_quarantine, keep_quarantined
+        self.entries, self.skipped = dataset_files(self.path)
+        self.files: dict[str, FileBooks] = {}
+        self.quarantined: list[Quarantined] = []
+        self.reasons: Counter[str] = Counter()
+        self.samples = 0
+
+    @property
+    def read(self) -> int:
+        return self.samples + sum(self.reasons.values())
+
+    def __iter__(self) -> Iterator[Sample]:
+        for entry in self.entries:
+            if self.limit is not None and self.read >= self.limit:
                 break
-            item = convert(raw, fmt, system_prompt, mapping)
-            books = result.files.setdefault(raw.file, FileBooks())
-            if isinstance(item, Sample):
-                result.samples.append(item)
-                books.samples += 1
-                continue
-            if strict:
-                raise DataError(
-                    f"{item.source}: {item.reason}; fix the record, or turn strict off to "
-                    "quarantine it"
-                )
-            result.quarantined.append(item)
-            books.quarantined += 1
-    if result.read == 0:
-        where = "the directory" if path.is_dir() else "the file"
-        raise DataError(f"data.path {str(path)!r}: no records in {where}")
-    return result
+            if entry.kind != "datasets":  # a DatasetDict's books are per split, named on reading
+                self.files.setdefault(entry.name, FileBooks())
+            for raw in iter_records(entry):
+                if self.limit is not None and self.read >= self.limit:
+                    break
+                item = convert(raw, self.fmt, self.system_prompt, self.mapping)
+                books = self.files.setdefault(raw.file, FileBooks())
+                if isinstance(item, Sample):
+                    self.samples += 1
+                    books.samples += 1
+                    yield item
+                    continue
+                self._quarantine(item, books)
+        if self.read == 0:
+            where = "the directory" if self.path.is_dir() else "the file"
+            raise DataError(f"data.path {str(self.path)!r}: no records in {where}")
+
+    def _quarantine(self, item: Quarantined, books: FileBooks) -> None:
+        if self.strict:
+            raise DataError(
+                f"{item.source}: {item.reason}; fix the record, or turn strict off to quarantine it"
+            )
+        self.reasons[item.reason] += 1
+        books.quarantined += 1
+        if self.keep_quarantined:
+            self.quarantined.append(item)
+        if self.on_quarantine is not None:
+            self.on_quarantine(item)
 
 
 def iter_samples(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,27 @@ import matplotlib.pyplot as plt
 from tuneforge.data.sample import Sample
 
 
-def conversation_stats(samples: list[Sample]) -> dict[str, Any]:
+class ConversationStats:
+    """Role counts and the distribution of turns per conversation, added one sample at a time."""
+
+    def __init__(self) -> None:
+        self.roles: Counter[str] = Counter()
+        self.turns: Counter[int] = Counter()
+
+    def add(self, sample: Sample) -> None:
+        self.roles.update(m["role"] for m in sample.messages)
+        self.turns[len(sample.messages)] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"roles": dict(self.roles), "turns": dict(sorted(self.turns.items()))}
+
+
+def conversation_stats(samples: Iterable[Sample]) -> dict[str, Any]:
     """Role counts and the distribution of turns (messages) per conversation."""
-    roles: Counter[str] = Counter()
-    turns: Counter[int] = Counter()
+    stats = ConversationStats()
     for sample in samples:
-        roles.update(m["role"] for m in sample.messages)
-        turns[len(sample.messages)] += 1
-    return {"roles": dict(roles), "turns": dict(sorted(turns.items()))}
+        stats.add(sample)
+    return stats.to_json()
 
 
 def plot_lengths(lengths: dict[str, list[int]], path: Path) -> Path:
@@ -124,6 +138,20 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
             (
                 "Turns per conversation",
                 (["messages", "conversations"], list(conversations["turns"].items())),
+            )
+        )
+    packing = report.get("packing", {})
+    if packing:
+        out.append(
+            (
+                "Packing (packed/<split>.parquet)",
+                (
+                    ["split", "samples", "rows", "row length", "efficiency (tokens / slots)"],
+                    [
+                        [split, p["samples"], p["rows"], p["seq_len"], f"{p['efficiency']:.1%}"]
+                        for split, p in packing.items()
+                    ],
+                ),
             )
         )
     if report.get("pii"):

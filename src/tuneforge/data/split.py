@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Sequence
 
 from tuneforge.data.sample import Sample
+
+SPLITS = ("train", "val", "test")
 
 
 def split_samples(
@@ -13,32 +16,43 @@ def split_samples(
 ) -> dict[str, list[Sample]]:
     """Split samples so that every variant of one prompt lands in the same split.
 
-    Groups (samples sharing their non-assistant text) are ordered by a seeded
-    hash, then cut by sample counts. The result depends only on the samples'
-    content and the seed, not on their order in the file.
-
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}`` in file order within each split.
     """
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, sample in enumerate(samples):
-        groups[sample.prompt_key()].append(index)
-    order = sorted(groups, key=lambda key: _rank(key, seed))
-    total = len(samples)
-    want = {"test": round(total * test_fraction), "val": round(total * val_fraction)}
-    assigned: dict[int, str] = {}
-    taken = {"test": 0, "val": 0}
-    for key in order:
-        split = next((s for s in ("test", "val") if taken[s] < want[s]), "train")
-        if split != "train":
-            taken[split] += len(groups[key])
-        for index in groups[key]:
-            assigned[index] = split
-    out: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
-    for index, sample in enumerate(samples):
-        out[assigned[index]].append(sample)
+    ranks = [group_rank(sample, seed) for sample in samples]
+    out: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    assigned = assign_splits(ranks, val_fraction, test_fraction)
+    for sample, split in zip(samples, assigned, strict=True):
+        out[split].append(sample)
     return out
 
 
-def _rank(key: str, seed: int) -> str:
-    return hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()
+def group_rank(sample: Sample, seed: int) -> bytes:
+    """The seeded hash of a sample's group (its non-assistant text): equal within a group."""
+    return hashlib.sha256(f"{seed}\0{sample.prompt_key()}".encode()).digest()
+
+
+def assign_splits(ranks: Sequence[bytes], val_fraction: float, test_fraction: float) -> list[str]:
+    """The split of each sample, given each sample's :func:`group_rank`.
+
+    Groups are ordered by rank and cut by sample counts (test first, then
+    validation), so the result depends only on the samples' content and the
+    seed, not on their order, and a group never straddles two splits. Only the
+    ranks are needed, so a streaming caller can hold 32 bytes per sample
+    instead of the samples.
+    """
+    groups: dict[bytes, list[int]] = defaultdict(list)
+    for index, rank in enumerate(ranks):
+        groups[rank].append(index)
+    total = len(ranks)
+    want = {"test": round(total * test_fraction), "val": round(total * val_fraction)}
+    taken = {"test": 0, "val": 0}
+    assigned = ["train"] * total
+    for rank in sorted(groups):
+        split = next((s for s in ("test", "val") if taken[s] < want[s]), "train")
+        if split == "train":
+            break
+        taken[split] += len(groups[rank])
+        for index in groups[rank]:
+            assigned[index] = split
+    return assigned

@@ -83,12 +83,28 @@ class MapStep:
 
 def run_steps(samples: Iterable[Sample], steps: list[Step]) -> tuple[list[Sample], list[StepStats]]:
     """Run steps in order over a stream (local executor) and return the survivors and the books."""
+    stream, stats = chain_steps(samples, steps)
+    kept = list(stream)
+    check_balanced(stats)
+    return kept, stats
+
+
+def chain_steps(
+    samples: Iterable[Sample], steps: list[Step]
+) -> tuple[Iterator[Sample], list[StepStats]]:
+    """Chain steps lazily: the survivors stream out one at a time, the books fill as they do.
+
+    Call :func:`check_balanced` on the books once the stream is exhausted.
+    """
     stats = [StepStats(step.name) for step in steps]
     stream: Iterable[Sample] = samples
     for step, record in zip(steps, stats, strict=True):
         stream = step(stream, record)
-    kept = list(stream)
+    return iter(stream), stats
+
+
+def check_balanced(stats: list[StepStats]) -> None:
+    """Raise when a step's books do not balance (a bug, never bad input)."""
     for record in stats:
         if not record.balanced():
             raise AssertionError(f"step {record.name} does not balance: {record.to_json()}")
-    return kept, stats

@@ -89,7 +89,12 @@ def run_stage(
             else:
                 _replace_with_link(final, earlier)
                 say(f"stage {name}: skipped, inputs unchanged since {_relative(earlier, run.root)}")
-                reuse = {"status": "skipped", "key": key, "reused_from": str(earlier)}
+                reuse = {
+                    "status": "skipped",
+                    "key": key,
+                    "reused_from": str(earlier),
+                    "summary": record.get("summary", {}),
+                }
                 run.record_stage(name, reuse)
             return StageResult(name, final, key, True, record.get("summary", {}), earlier)
     tmp = run.path / f".{name}.tmp-{os.getpid()}"
@@ -112,7 +117,8 @@ def run_stage(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    run.record_stage(name, {"status": "done", "key": key, "seconds": seconds})
+    # The summary (for data: the books and the sha256 of each output) goes in the manifest.
+    run.record_stage(name, {"status": "done", "key": key, "seconds": seconds, "summary": summary})
     return StageResult(name, final, key, False, summary)
 
 
