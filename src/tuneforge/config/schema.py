@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -152,17 +152,61 @@ class DataConfig(Section):
 
 
 class MethodConfig(Section):
-    """How weights are adapted (LoRA here; later issues add more kinds)."""
+    """How weights are adapted: all of them, some layers, or a PEFT adapter."""
 
-    kind: Literal["lora"] = "lora"
-    r: int = Field(16, ge=1, description="LoRA rank.")
+    kind: Literal["full", "freeze", "lora", "dora", "qlora", "ia3", "prompt", "prefix"] = Field(
+        "lora",
+        description="full: every weight; freeze: top layers or named modules; lora/dora/qlora/"
+        "ia3/prompt/prefix: a PEFT adapter (qlora: LoRA on a 4-bit NF4 base).",
+    )
+    r: int = Field(16, ge=1, description="LoRA rank (lora, dora, qlora).")
     alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Modules that get an adapter (lora, dora, qlora, ia3)."
+    )
+    rslora: bool = Field(False, description="Rank-stabilised LoRA: scale = alpha / sqrt(r).")
+    double_quant: bool = Field(True, description="qlora: quantize the quantization constants.")
+    virtual_tokens: int = Field(16, ge=1, description="prompt/prefix: learned tokens.")
+    train_layers: int | None = Field(
+        None, ge=1, description="freeze: train only the top N transformer layers."
+    )
+    train_modules: list[str] = Field(
+        default_factory=list,
+        description="freeze: also train parameters whose name contains one of these.",
+    )
+    unfreeze_every: int | None = Field(
+        None, ge=1, description="freeze: unfreeze one more layer (downwards) every N steps."
+    )
+    adapter_name: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="Name of the adapter this run trains.",
+    )
+    base_adapters: list[str] = Field(
+        default_factory=list,
+        description="Adapter folders already on the base; merged in before training "
+        "(train adapter B on a base that carries adapter A).",
+    )
+
+    @model_validator(mode="after")
+    def _freeze_needs_a_choice(self) -> MethodConfig:
+        if self.kind == "freeze" and self.train_layers is None and not self.train_modules:
+            raise ValueError("method.kind freeze needs train_layers or train_modules")
+        return self
+
+
+class ReplayConfig(Section):
+    """General-domain data mixed into each epoch against catastrophic forgetting."""
+
+    path: str | None = Field(None, description="Chat or text dataset, relative to the config.")
+    fraction: float = Field(
+        0.0, ge=0, lt=1, description="Share of each epoch's samples that come from replay data."
+    )
 
 
 class TrainConfig(Section):
-    """Optimisation settings."""
+    """Optimisation, evaluation during training, checkpoints."""
 
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
@@ -171,8 +215,26 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    batch_size: int = Field(8, ge=1, description="Samples per micro-batch.")
+    batch_size: int = Field(8, ge=1, description="Samples (or packed rows) per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    packing: bool = Field(False, description="Train on the data stage's packed rows.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations: less memory.")
+    eval_every: int | None = Field(None, ge=1, description="Validation loss every N steps.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without a better val loss."
+    )
+    save_every: int | None = Field(None, ge=1, description="Checkpoint every N steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept (plus the best).")
+    on_nan: Literal["stop", "skip"] = Field(
+        "stop", description="A NaN/Inf loss stops training, or its batch is skipped."
+    )
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+
+    @model_validator(mode="after")
+    def _patience_needs_evaluations(self) -> TrainConfig:
+        if self.early_stopping_patience is not None and self.eval_every is None:
+            raise ValueError("train.early_stopping_patience needs train.eval_every")
+        return self
 
 
 class EvalConfig(Section):
@@ -200,7 +262,9 @@ class Config(Section):
     model: ModelConfig
     data: DataConfig
     method: MethodConfig = Field(default_factory=MethodConfig)
-    objective: Literal["sft"] = "sft"
+    objective: Literal["sft", "pretrain"] = Field(
+        "sft", description="sft: chat samples, loss on replies; pretrain: raw text, loss on all."
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
