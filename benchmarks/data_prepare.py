@@ -21,17 +21,21 @@ Per corpus size:
 * **steps in isolation**: in a third child the whole corpus is loaded as a list, and each step
   (fresh, from ``build_steps``) runs alone over that same list, the raw corpus.
 * **render**: the samples the chain kept (the first ``--render-max``, default 20,000; the
-  ratio is per sample) are rendered with ``render_chat`` (ids and labels, as
+  ratio is per sample) are rendered with ``render_chat_batch`` in one call (ids and labels, as
   ``tuneforge data prepare`` does), and separately their chat-template texts are encoded with
   ``tokenizer.backend_tokenizer.encode_batch``: the raw ``tokenizers`` baseline the target
-  names. ``template only`` (``apply_chat_template`` to text) and ``encode, one at a time``
-  (``backend_tokenizer.encode`` per text, no batch parallelism) break the gap down. The tokenizer
-  is the project's own (``tuneforge.models.tiny.train_tokenizer``, ChatML, 2,048 BPE tokens),
-  trained once in a child and loaded from disk, so that ``tokenizers`` keeps its thread pool
-  (it switches parallelism off in a process forked after using it).
+  names. Rendering runs first, so it also pays for warming the tokenizer's word cache.
+  ``template only`` (``apply_chat_template`` to text) and ``encode, one at a time``
+  (``backend_tokenizer.encode`` per text, no batch parallelism) break the gap down. The
+  tokenizer is the project's own (``tuneforge.models.tiny.train_tokenizer``, ChatML, 2,048 BPE
+  tokens), trained once in a child and loaded from disk, so that ``tokenizers`` keeps its
+  thread pool (it switches parallelism off in a process forked after using it).
 
-``--profile-docs N`` (default 2000, 0 to skip) profiles the chain and ``render_chat`` on the
-first N documents with cProfile and prints the functions with the most own time.
+``--profile-docs N`` (default 2000, 0 to skip) profiles the chain and ``render_chat_batch`` on
+the first N documents with cProfile and prints the functions with the most own time.
+
+``--only-render`` skips the steps and the chain and renders the generated corpus itself
+(before cleaning and dedup): a quick check of the tokenization target alone.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import json
 import pstats
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +61,7 @@ from tuneforge.data.sample import Sample
 from tuneforge.data.steps import StepStats, run_steps
 
 PIPELINE_TARGET = 2000.0  # docs/s on 2 cores, whole chain
-TOKENIZE_TARGET = 1.5  # render_chat time / raw encode_batch time
+TOKENIZE_TARGET = 1.5  # render_chat_batch time / raw encode_batch time
 MEMORY_TARGET = 1.5  # peak RSS growth allowed from the smallest to the largest size
 PROMPT = "Summarise this document."
 
@@ -168,15 +172,15 @@ def train_benchmark_tokenizer(out_dir: Path) -> None:
 
 
 def render(kept_path: Path, tokenizer_dir: Path, limit: int) -> dict[str, Any]:
-    """render_chat over the first ``limit`` kept samples, then raw ``tokenizers`` encoding."""
+    """render_chat_batch over the first ``limit`` kept samples, then raw ``tokenizers`` encoding."""
     from transformers import PreTrainedTokenizerFast
 
-    from tuneforge.data.render import render_chat
+    from tuneforge.data.render import render_chat_batch
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
     conversations = [s.messages for s in load_samples(kept_path, limit)]
     start = time.perf_counter()
-    rendered = [render_chat(tokenizer, messages) for messages in conversations]
+    rendered = render_chat_batch(tokenizer, [(messages, None) for messages in conversations])
     render_s = time.perf_counter() - start
     start = time.perf_counter()
     texts = [tokenizer.apply_chat_template(m, tokenize=False) for m in conversations]
@@ -190,7 +194,7 @@ def render(kept_path: Path, tokenizer_dir: Path, limit: int) -> dict[str, Any]:
     return {
         "samples": len(texts),
         "MB": sum(len(t.encode()) for t in texts) / 1e6,
-        "render_chat": (render_s, sum(len(r.input_ids) for r in rendered)),
+        "render_chat_batch": (render_s, sum(len(r.input_ids) for r in rendered)),
         "template only": (template_s, 0),
         "encode_batch": (encode_s, sum(len(e.ids) for e in encodings)),
         "encode, one at a time": (serial_s, sum(len(e.ids) for e in serial)),
@@ -198,18 +202,19 @@ def render(kept_path: Path, tokenizer_dir: Path, limit: int) -> dict[str, Any]:
 
 
 def bench_size(
-    n_docs: int, seed: int, work: Path, tokenizer_dir: Path, render_max: int
+    n_docs: int, seed: int, work: Path, tokenizer_dir: Path, render_max: int, only_render: bool
 ) -> dict[str, Any]:
-    """Every measurement at one corpus size; rows for the tables."""
+    """Every measurement at one corpus size (rendering alone if ``only_render``); table rows."""
     corpus, kept = work / f"corpus-{n_docs}.jsonl", work / f"kept-{n_docs}.jsonl"
     mb, gen_s = write_corpus(corpus, n_docs, seed)
     print(f"[{n_docs:,} docs] generated {mb:.1f} MB in {gen_s:.1f}s", flush=True)
+    if only_render:
+        return bench_render(n_docs, corpus, tokenizer_dir, render_max)
     chained, chain_peak, chain_added = in_child(chain, corpus, kept)
     print(f"[{n_docs:,} docs] chain {chained['seconds']:.1f}s", flush=True)
     drained, stream_peak, stream_added = in_child(stream, corpus)
     steps, _, _ = in_child(isolated_steps, corpus)
     print(f"[{n_docs:,} docs] steps {sum(t for t, _ in steps.values()):.1f}s", flush=True)
-    rendered, _, _ = in_child(render, kept, tokenizer_dir, render_max)
     rows = []
     for name, (seconds, kept_n) in steps.items():
         rows.append(_row(name, n_docs, mb, seconds, kept=kept_n))
@@ -217,24 +222,27 @@ def bench_size(
     rows[-1] |= {"peak RSS MB": chain_peak, "+RSS MB": chain_added}
     rows.append(_row("stream (drained)", n_docs, mb, drained["seconds"], kept=chained["kept"]))
     rows[-1] |= {"peak RSS MB": stream_peak, "+RSS MB": stream_added}
-    render_rows = []
-    for name in ("render_chat", "template only", "encode_batch", "encode, one at a time"):
-        seconds, tokens = rendered[name]
-        render_rows.append(_row(name, rendered["samples"], rendered["MB"], seconds))
-        render_rows[-1]["tokens/s"] = tokens / seconds if tokens else ""
-    ratio = rendered["render_chat"][0] / rendered["encode_batch"][0]
-    render_rows[0]["x encode_batch"] = ratio
-    return {
-        "docs": n_docs,
+    return bench_render(n_docs, kept, tokenizer_dir, render_max) | {
         "rows": rows,
-        "render_rows": render_rows,
         "chain_rate": n_docs / chained["seconds"],
         "chain_peak": chain_peak,
         "stream_peak": stream_peak,
-        "ratio": ratio,
         "books": chained["books"],
         "read_s": chained["read_s"],
     }
+
+
+def bench_render(n_docs: int, path: Path, tokenizer_dir: Path, limit: int) -> dict[str, Any]:
+    """The rendering rows over the first ``limit`` records of ``path``, and the ratio."""
+    rendered, _, _ = in_child(render, path, tokenizer_dir, limit)
+    render_rows = []
+    for name in ("render_chat_batch", "template only", "encode_batch", "encode, one at a time"):
+        seconds, tokens = rendered[name]
+        render_rows.append(_row(name, rendered["samples"], rendered["MB"], seconds))
+        render_rows[-1]["tokens/s"] = tokens / seconds if tokens else ""
+    ratio = rendered["render_chat_batch"][0] / rendered["encode_batch"][0]
+    render_rows[0]["x encode_batch"] = ratio
+    return {"docs": n_docs, "rows": [], "render_rows": render_rows, "ratio": ratio}
 
 
 def _row(name: str, n: int, mb: float, seconds: float, **extra: Any) -> dict[str, Any]:
@@ -243,21 +251,21 @@ def _row(name: str, n: int, mb: float, seconds: float, **extra: Any) -> dict[str
 
 
 def profile(path: Path, kept_path: Path, tokenizer_dir: Path, n_docs: int) -> str:
-    """cProfile of the chain over ``n_docs`` and of render_chat over 500 kept samples."""
+    """cProfile of the chain over ``n_docs`` and of render_chat_batch over 500 kept samples."""
     from transformers import PreTrainedTokenizerFast
 
-    from tuneforge.data.render import render_chat
+    from tuneforge.data.render import render_chat_batch
 
     samples = load_samples(path, n_docs)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
-    conversations = [s.messages for s in load_samples(kept_path, 500)]
+    conversations = [(s.messages, None) for s in load_samples(kept_path, 500)]
     run_steps(samples[:10], build_steps(_config()))  # one-off tables, outside the profile
     out = io.StringIO()
     for title, work in (
         (f"chain, {len(samples)} docs", lambda: run_steps(samples, build_steps(_config()))),
         (
-            f"render_chat, {len(conversations)} samples",
-            lambda: _render_all(tokenizer, conversations, render_chat),
+            f"render_chat_batch, {len(conversations)} samples",
+            lambda: render_chat_batch(tokenizer, conversations),
         ),
     ):
         profiler = cProfile.Profile()
@@ -271,16 +279,11 @@ def _config() -> DataConfig:
     return DataConfig(path="unused")
 
 
-def _render_all(tokenizer: Any, conversations: list[Any], fn: Callable[..., Any]) -> None:
-    for messages in conversations:
-        fn(tokenizer, messages)
-
-
 def verdicts(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per target with the measured figure and PASS/FAIL."""
     rows = []
     for r in results:
-        rate, ratio = r["chain_rate"], r["ratio"]
+        rate = r["chain_rate"]
         rows.append(
             _verdict(
                 f"whole pipeline, {r['docs']:,} docs",
@@ -290,15 +293,7 @@ def verdicts(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"{PIPELINE_TARGET / rate:.2f}x short" if rate < PIPELINE_TARGET else "",
             )
         )
-        rows.append(
-            _verdict(
-                f"tokenization, {r['docs']:,} docs",
-                f"<= {TOKENIZE_TARGET}x encode_batch",
-                f"{ratio:.2f}x",
-                ratio <= TOKENIZE_TARGET,
-                f"{ratio / TOKENIZE_TARGET:.1f}x over" if ratio > TOKENIZE_TARGET else "",
-            )
-        )
+        rows.append(tokenize_verdict(r))
     if len(results) > 1:
         small, large = results[0], results[-1]
         growth = f"{small['docs']:,} -> {large['docs']:,} docs"
@@ -314,6 +309,18 @@ def verdicts(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 )
             )
     return rows
+
+
+def tokenize_verdict(result: dict[str, Any]) -> dict[str, Any]:
+    """The tokenization target's row: rendering time over raw ``encode_batch`` time."""
+    ratio = result["ratio"]
+    return _verdict(
+        f"tokenization, {result['docs']:,} docs",
+        f"<= {TOKENIZE_TARGET}x encode_batch",
+        f"{ratio:.2f}x",
+        ratio <= TOKENIZE_TARGET,
+        f"{ratio / TOKENIZE_TARGET:.1f}x over" if ratio > TOKENIZE_TARGET else "",
+    )
 
 
 def _verdict(target: str, wanted: str, got: str, ok: bool, gap: str) -> dict[str, Any]:
@@ -334,13 +341,23 @@ def main() -> None:
         "--render-max", type=int, default=20000, help="kept samples rendered (ratio is per sample)"
     )
     parser.add_argument("--profile-docs", type=int, default=2000, help="0: no profile")
+    parser.add_argument(
+        "--only-render", action="store_true", help="the tokenization target alone, on raw docs"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tuneforge-bench-") as tmp:
         work = Path(tmp)
         in_child(train_benchmark_tokenizer, work / "tokenizer")
         results = [
-            bench_size(n, args.seed, work, work / "tokenizer", args.render_max) for n in args.docs
+            bench_size(n, args.seed, work, work / "tokenizer", args.render_max, args.only_render)
+            for n in args.docs
         ]
+        if args.only_render:
+            print("\n## Rendering and tokenization of the generated samples\n")
+            print_table([row for r in results for row in r["render_rows"]])
+            print("\n## Targets\n")
+            print_table([tokenize_verdict(r) for r in results])
+            return
         print("\n## Steps (docs/s and MB/s of the step's own time)\n")
         print_table([row for r in results for row in r["rows"]])
         print("\n## Rendering and tokenization of the kept samples\n")

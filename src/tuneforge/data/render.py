@@ -13,7 +13,9 @@ inference the reply's tokens are generated after the prompt's, never merged
 with them, so cutting there makes training see the same token boundary; it
 also means no token straddles a span, and the labels cover exactly the span.
 Cuts do not depend on which turns are trained, so ``input_ids`` are the same
-in every ``train_on`` mode.
+in every ``train_on`` mode. :func:`render_chat_batch` renders every text of a
+batch first and tokenizes all their pieces in one call, which the Rust tokenizer
+spreads over the cores; :func:`render_chat` is that function on a batch of one.
 
 Text is tokenized without special tokens: a BOS comes from the template alone,
 so it is never doubled (the fallback templates emit one exactly when the
@@ -25,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +41,8 @@ from tuneforge.errors import DataError
 from tuneforge.train.loss import IGNORE_INDEX
 
 TrainOn = Literal["assistant", "last_assistant", "all"]
+Tools = list[dict[str, Any]] | None
+Conversation = tuple[list[Message], Tools]  # messages and the tools offered with them
 TRAIN_ON: tuple[str, ...] = ("assistant", "last_assistant", "all")
 
 
@@ -61,13 +67,22 @@ class _Turn:
     weight: int
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """A rendered conversation: its text, assistant turns, and the pieces it is tokenized in."""
+
+    text: str
+    turns: list[_Turn]
+    pieces: list[tuple[int, int]]
+
+
 def render_chat(
     tokenizer: PreTrainedTokenizerBase,
     messages: list[Message],
     *,
     max_length: int | None = None,
     train_on: TrainOn = "assistant",
-    tools: list[dict[str, Any]] | None = None,
+    tools: Tools = None,
     template: str | None = None,
 ) -> Rendered:
     """Render a conversation for training, with loss labels.
@@ -92,21 +107,75 @@ def render_chat(
         DataError: an unknown ``train_on`` or template, a template that rejects the
             conversation, or one that is not prefix-stable.
     """
+    (rendered,) = render_chat_batch(
+        tokenizer, [(messages, tools)], max_length=max_length, train_on=train_on, template=template
+    )
+    return rendered
+
+
+def render_chat_batch(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    *,
+    max_length: int | None = None,
+    train_on: TrainOn = "assistant",
+    template: str | None = None,
+) -> list[Rendered]:
+    """Render many conversations at once; each result equals :func:`render_chat`'s.
+
+    Every text is rendered first and all of them are tokenized in one batch call, which
+    the Rust tokenizer spreads over the cores.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        conversations: ``(messages, tools)`` pairs; ``tools`` may be ``None``.
+        max_length: Cut each token sequence to this length.
+        train_on: As for :func:`render_chat`.
+        template: As for :func:`render_chat`.
+
+    Returns:
+        One :class:`Rendered` per conversation, in order.
+
+    Raises:
+        DataError: as for :func:`render_chat`, for the first conversation that fails.
+    """
     if train_on not in TRAIN_ON:
         raise DataError(f"train_on {train_on!r} is unknown; choose one of {', '.join(TRAIN_ON)}")
-    text, turns = _render_turns(tokenizer, messages, tools, template, generation_prompt=False)
-    trained = _trained_spans(text, turns, train_on)
-    ids, labels = _tokenize(tokenizer, text, turns, trained)
-    if max_length is not None:
-        ids, labels = ids[:max_length], labels[:max_length]
-    return Rendered(input_ids=ids, labels=labels)
+    chat = _ChatTemplate(tokenizer, template)
+    layouts = [
+        _layout(chat, messages, tools, generation_prompt=False) for messages, tools in conversations
+    ]
+    encoded = _encode_pieces(tokenizer, layouts)
+    return [
+        _labelled(layout, pieces, _trained_spans(layout, train_on), max_length)
+        for layout, pieces in zip(layouts, encoded, strict=True)
+    ]
+
+
+def render_text(
+    tokenizer: PreTrainedTokenizerBase, text: str, max_length: int | None = None
+) -> list[Rendered]:
+    """Raw text for continued pre-training: every token trained, cut into ``max_length`` rows.
+
+    The text gets the BOS the tokenizer would add itself (never two) and an EOS,
+    so the model learns where documents end; rows after the first start mid-text,
+    as in pre-training. Rows shorter than two tokens carry no loss and are left out.
+    """
+    ids = _encode(tokenizer, [text])[0]
+    if _facts(tokenizer).adds_bos:
+        ids = [tokenizer.bos_token_id, *ids]
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    size = max_length or len(ids) or 1
+    rows = [ids[start : start + size] for start in range(0, len(ids), size)]
+    return [Rendered(row, list(row)) for row in rows if len(row) >= 2]
 
 
 def render_prompt(
     tokenizer: PreTrainedTokenizerBase,
     messages: list[Message],
     *,
-    tools: list[dict[str, Any]] | None = None,
+    tools: Tools = None,
     template: str | None = None,
 ) -> list[int]:
     """Token ids of the prompt that asks the model for the next assistant turn.
@@ -120,9 +189,9 @@ def render_prompt(
     Returns:
         Exactly the ids :func:`render_chat` puts before that turn's reply.
     """
-    text, turns = _render_turns(tokenizer, messages, tools, template, generation_prompt=True)
-    ids, _ = _tokenize(tokenizer, text, turns, [])
-    return ids
+    layout = _layout(_ChatTemplate(tokenizer, template), messages, tools, generation_prompt=True)
+    (pieces,) = _encode_pieces(tokenizer, [layout])
+    return list(itertools.chain.from_iterable(pieces))
 
 
 def prompt_messages(messages: list[Message]) -> tuple[list[Message], str]:
@@ -131,26 +200,21 @@ def prompt_messages(messages: list[Message]) -> tuple[list[Message], str]:
     return messages[:last], messages[last]["content"]
 
 
-def _render_turns(
-    tokenizer: PreTrainedTokenizerBase,
-    messages: list[Message],
-    tools: list[dict[str, Any]] | None,
-    template: str | None,
-    *,
-    generation_prompt: bool,
-) -> tuple[str, list[_Turn]]:
-    """The rendered text and the character span of every assistant turn in it."""
-    chat = _ChatTemplate(tokenizer, template, tools)
+def _layout(
+    chat: _ChatTemplate, messages: list[Message], tools: Tools, *, generation_prompt: bool
+) -> _Layout:
+    """The rendered text, the character span of every assistant turn, and the pieces."""
     messages = [_template_message(m) for m in messages]
-    text = chat.render(messages, generation_prompt)
+    text = chat.render(messages, tools, generation_prompt)
     turns: list[_Turn] = []
     for index, message in enumerate(messages):
         # An opening assistant turn answers nothing, and templates refuse to render the
         # empty conversation that would be its prompt.
         if message["role"] != "assistant" or index == 0:
             continue
-        start_text = chat.render(messages[:index], True)
-        end_text = chat.render(messages[: index + 1], False)
+        start_text = chat.render(messages[:index], tools, True)
+        whole = index == len(messages) - 1 and not generation_prompt
+        end_text = text if whole else chat.render(messages[: index + 1], tools, False)
         if not (end_text.startswith(start_text) and text.startswith(end_text)):
             raise DataError(
                 "chat template is not prefix-stable (rendering a conversation's first turns "
@@ -158,13 +222,14 @@ def _render_turns(
             )
         weight = 0 if message.get("weight") == 0 else 1
         turns.append(_Turn(len(start_text), len(end_text.rstrip()), weight))
-    return text, turns
+    cuts = sorted({0, len(text), *(t.start for t in turns), *(t.end for t in turns)})
+    pieces = [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
+    return _Layout(text, turns, pieces)
 
 
-def _trained_spans(text: str, turns: list[_Turn], train_on: str) -> list[tuple[int, int]]:
+def _trained_spans(layout: _Layout, train_on: str) -> list[tuple[int, int]]:
     """Character ranges that carry loss, by mode; weight-0 turns are excluded in every mode."""
-    if train_on == "last_assistant":
-        turns = turns[-1:]
+    turns = layout.turns[-1:] if train_on == "last_assistant" else layout.turns
     if train_on != "all":
         return [(t.start, t.end) for t in turns if t.weight]
     spans, position = [], 0
@@ -172,59 +237,82 @@ def _trained_spans(text: str, turns: list[_Turn], train_on: str) -> list[tuple[i
         if not turn.weight:
             spans.append((position, turn.start))
             position = turn.end
-    spans.append((position, len(text)))
+    spans.append((position, len(layout.text)))
     return spans
 
 
-def _tokenize(
-    tokenizer: PreTrainedTokenizerBase,
-    text: str,
-    turns: list[_Turn],
+def _encode_pieces(
+    tokenizer: PreTrainedTokenizerBase, layouts: list[_Layout]
+) -> list[list[list[int]]]:
+    """The token ids of every piece of every layout, from one batch call."""
+    texts = [layout.text[lo:hi] for layout in layouts for lo, hi in layout.pieces]
+    ids = iter(_encode(tokenizer, texts))
+    return [[next(ids) for _ in layout.pieces] for layout in layouts]
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text without special tokens, as ``tokenizer(texts)`` gives them."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not _backend_is_plain(tokenizer, backend):
+        # The tokenizer's own call sets the backend up (no truncation or padding) first.
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    # Offsets are not needed (pieces are cut at span boundaries), so skip computing them.
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
+
+
+def _backend_is_plain(tokenizer: PreTrainedTokenizerBase, backend: Any) -> bool:
+    """Whether the Rust tokenizer would encode exactly as a plain ``tokenizer(texts)`` call."""
+    split_special = getattr(tokenizer, "split_special_tokens", False)
+    return (
+        backend.truncation is None
+        and backend.padding is None
+        and backend.encode_special_tokens == split_special
+    )
+
+
+def _labelled(
+    layout: _Layout,
+    pieces: list[list[int]],
     trained: list[tuple[int, int]],
-) -> tuple[list[int], list[int]]:
-    """Tokenize ``text`` in pieces cut at turn boundaries; label the pieces inside ``trained``."""
-    cuts = sorted({0, len(text), *(t.start for t in turns), *(t.end for t in turns)})
-    pieces = [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
-    if not pieces:
-        return [], []
-    encoded = tokenizer([text[lo:hi] for lo, hi in pieces], add_special_tokens=False)
+    max_length: int | None,
+) -> Rendered:
+    """Join the pieces' ids; label those of pieces inside ``trained``, the rest IGNORE_INDEX."""
     ids: list[int] = []
     labels: list[int] = []
-    for (lo, hi), piece_ids in zip(pieces, encoded["input_ids"], strict=True):
-        ids.extend(piece_ids)
+    for (lo, hi), piece_ids in zip(layout.pieces, pieces, strict=True):
+        ids += piece_ids
         if any(start <= lo and hi <= end for start, end in trained):
-            labels.extend(piece_ids)
+            labels += piece_ids
         else:
-            labels.extend([IGNORE_INDEX] * len(piece_ids))
-    return ids, labels
+            labels += [IGNORE_INDEX] * len(piece_ids)
+        if max_length is not None and len(ids) >= max_length:
+            return Rendered(input_ids=ids[:max_length], labels=labels[:max_length])
+    return Rendered(input_ids=ids, labels=labels)
 
 
 class _ChatTemplate:
-    """The template a conversation is rendered with: the model's own or a fallback."""
+    """The template conversations are rendered with: the model's own or a fallback."""
 
-    def __init__(
-        self,
-        tokenizer: PreTrainedTokenizerBase,
-        name: str | None,
-        tools: list[dict[str, Any]] | None,
-    ) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, name: str | None) -> None:
         self.tokenizer = tokenizer
-        self.tools = tools or None
         self.source: str | None = None
         self.kwargs: dict[str, Any] = {}
         if name is None and tokenizer.chat_template is None:
-            name = fallback_template_name(tokenizer)
+            name = _facts(tokenizer).fallback
         if name is not None:
             self.source = fallback_template(name)
-            self.kwargs["add_bos"] = _tokenizer_adds_bos(tokenizer)
+            self.kwargs["add_bos"] = _facts(tokenizer).adds_bos
 
-    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+    def render(self, messages: list[Message], tools: Tools, add_generation_prompt: bool) -> str:
         if not messages:
             return ""
         try:
             return self.tokenizer.apply_chat_template(
                 messages,
-                tools=self.tools,
+                tools=tools or None,
                 chat_template=self.source,
                 tokenize=False,
                 add_generation_prompt=add_generation_prompt,
@@ -232,6 +320,29 @@ class _ChatTemplate:
             )
         except TemplateError as err:
             raise DataError(f"the chat template rejected the conversation: {err}") from None
+
+
+@dataclass(frozen=True)
+class _TokenizerFacts:
+    """What a fallback template needs to know about a tokenizer."""
+
+    adds_bos: bool
+    fallback: str
+
+
+# Finding these takes a tokenizer call and the whole vocabulary, too slow to repeat per
+# sample; a tokenizer's vocabulary and post-processor do not change once it renders.
+_FACTS: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, _TokenizerFacts] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _facts(tokenizer: PreTrainedTokenizerBase) -> _TokenizerFacts:
+    facts = _FACTS.get(tokenizer)
+    if facts is None:
+        facts = _TokenizerFacts(_tokenizer_adds_bos(tokenizer), fallback_template_name(tokenizer))
+        _FACTS[tokenizer] = facts
+    return facts
 
 
 def _tokenizer_adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
