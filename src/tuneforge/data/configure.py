@@ -25,14 +25,17 @@ from tuneforge.data.sample import Sample
 from tuneforge.data.steps import FilterStep, Step
 from tuneforge.errors import DataError
 
-# The sft objective trains on conversations; other kinds are for later objectives.
-SFT_KINDS = ("chat",)
+# The sample kinds each objective trains on; preference kinds are for later objectives.
+OBJECTIVE_KINDS = {"sft": ("chat",), "pretrain": ("text", "chat")}
 
 
-def build_steps(data: DataConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> list[Step]:
+def build_steps(
+    data: DataConfig, tokenizer: PreTrainedTokenizerBase | None = None, objective: str = "sft"
+) -> list[Step]:
     """The steps before the split, in order: kind, normalise, markup, quality, dedup, PII."""
+    kinds = OBJECTIVE_KINDS[objective]
     steps: list[Step] = [
-        FilterStep("kind", lambda s: (s.kind in SFT_KINDS, f"kind_{s.kind}_not_used_by_sft"))
+        FilterStep("kind", lambda s: (s.kind in kinds, f"kind_{s.kind}_not_used_by_{objective}"))
     ]
     clean = data.clean
     if clean.normalize:

@@ -30,7 +30,7 @@ from tuneforge.config.schema import DataConfig
 from tuneforge.console import progress
 from tuneforge.data.configure import build_decontaminate, build_steps, cluster_report
 from tuneforge.data.readers import DatasetStream
-from tuneforge.data.render import Rendered, render_chat
+from tuneforge.data.render import Rendered, render_chat_batch, render_text
 from tuneforge.data.report import ConversationStats, write_report
 from tuneforge.data.sample import Sample
 from tuneforge.data.shards import SplitWriter, output_hashes
@@ -42,7 +42,11 @@ RENDER_BATCH = 512  # samples rendered (and written) together
 
 
 def prepare_data(
-    data: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int, out_dir: Path
+    data: DataConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int,
+    out_dir: Path,
+    objective: str = "sft",
 ) -> dict[str, Any]:
     """Write ``samples/``, ``tokens/``, ``packed/`` per split, ``quarantine.jsonl`` and reports.
 
@@ -55,7 +59,7 @@ def prepare_data(
     """
     work = out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
-    steps = build_steps(data, tokenizer)
+    steps = build_steps(data, tokenizer, objective)
     with open(out_dir / "quarantine.jsonl", "w", encoding="utf-8") as quarantine:
         source = DatasetStream(
             data.path,
@@ -76,7 +80,7 @@ def prepare_data(
     writers, render_stats = _write_splits(data, tokenizer, work / "kept.jsonl", assigned, stats)
     shutil.rmtree(work)
     packing = {name: figures for name, w in writers.items() if (figures := w.close())}
-    if not writers["train"].lengths:
+    if not writers["train"].samples:
         raise DataError(f"data.path {data.path!r}: too few samples for a training split")
     stats.append(render_stats)
     check_balanced(stats)
@@ -165,25 +169,37 @@ def _batches(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
 
 def _render(
     batch: list[Sample], tokenizer: PreTrainedTokenizerBase, data: DataConfig, stats: StepStats
-) -> tuple[list[Sample], list[Rendered]]:
-    """Render a batch; drop samples with no trained token left within ``max_length``."""
-    kept, rendered = [], []
-    for sample in batch:
-        tokens = render_chat(
+) -> tuple[list[Sample], list[list[Rendered]]]:
+    """Render a batch; drop samples with no trained token left within ``max_length``.
+
+    Chat samples go through the chat template in one batched call (one row
+    each); text samples (continued pre-training) become ``max_length`` rows
+    trained on every token.
+    """
+    chats = [s for s in batch if s.kind != "text"]
+    rendered_chats = iter(
+        render_chat_batch(
             tokenizer,
-            sample.messages,
+            [(s.messages, s.tools) for s in chats],
             max_length=data.max_length,
             train_on=data.train_on,
-            tools=sample.tools,
             template=data.template,
         )
+    )
+    kept, rendered = [], []
+    for sample in batch:
+        if sample.kind == "text":
+            rows = render_text(tokenizer, sample.text or "", data.max_length)
+        else:
+            rows = [next(rendered_chats)]
         stats.seen += 1
-        if tokens.trained_tokens == 0:
+        rows = [row for row in rows if row.trained_tokens]
+        if not rows:
             stats.dropped["no_trained_tokens_within_max_length"] += 1
             continue
         stats.kept += 1
         kept.append(sample)
-        rendered.append(tokens)
+        rendered.append(rows)
     return kept, rendered
 
 
@@ -198,12 +214,12 @@ def _books(
         dropped.update(step.dropped)
     books = {
         "read": source.read,
-        "kept": sum(len(w.lengths) for w in writers.values()),
+        "kept": sum(w.samples for w in writers.values()),
         "dropped": dict(dropped),
         "quarantined": sum(source.reasons.values()),
         "files": {name: counts.to_json() for name, counts in source.files.items()},
         "steps": [step.to_json() for step in stats],
-        "splits": {name: len(w.lengths) for name, w in writers.items()},
+        "splits": {name: w.samples for name, w in writers.items()},
         "tokens": {name: sum(w.lengths) for name, w in writers.items()},
         "trained_tokens": {name: w.trained_tokens for name, w in writers.items()},
         "packing": packing,

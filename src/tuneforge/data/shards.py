@@ -31,6 +31,7 @@ from tuneforge.data.packing import pack
 from tuneforge.data.render import Rendered
 from tuneforge.data.report import ConversationStats
 from tuneforge.data.sample import Sample
+from tuneforge.data.writers import openai_record
 from tuneforge.runs.hashing import file_sha256
 
 PACK_WINDOW = 8192  # samples per best-fit-decreasing window
@@ -46,7 +47,8 @@ class SplitWriter:
     """Writes one split's samples, token rows and (optionally) packed rows as they come.
 
     Attributes:
-        lengths: Token count of every sample written, in order (for the report).
+        lengths: Token count of every token row written, in order (for the report).
+        samples: Samples written (a long text sample may give several rows).
         trained_tokens: Tokens that carry loss, in all.
         conversations: Role and turn counts of the samples written.
     """
@@ -63,31 +65,28 @@ class SplitWriter:
             Packer(out_dir / "packed" / f"{name}.parquet", pack_length) if pack_length else None
         )
         self.lengths: list[int] = []
+        self.samples = 0
         self.trained_tokens = 0
         self.conversations = ConversationStats()
 
-    def write(self, samples: Sequence[Sample], rendered: Sequence[Rendered]) -> None:
-        """Append a batch of samples with their rendered tokens."""
+    def write(self, samples: Sequence[Sample], rendered: Sequence[Sequence[Rendered]]) -> None:
+        """Append a batch of samples, each with its token rows (several for chunked text)."""
         if not samples:
             return
-        for sample, tokens in zip(samples, rendered, strict=True):
-            record = {"id": sample.id, "source": sample.source, **sample.to_openai()}
+        ids, labels, owners = [], [], []
+        for sample, rows in zip(samples, rendered, strict=True):
+            record = {"id": sample.id, "source": sample.source, **openai_record(sample)}
             self._samples.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self.lengths.append(len(tokens.input_ids))
-            self.trained_tokens += tokens.trained_tokens
             self.conversations.add(sample)
-        ids = [t.input_ids for t in rendered]
-        labels = [t.labels for t in rendered]
-        self._tokens.write_table(
-            pa.table(
-                {
-                    "id": [s.id for s in samples],
-                    "input_ids": pa.array(ids, _IDS),
-                    "labels": pa.array(labels, _IDS),
-                },
-                schema=TOKEN_SCHEMA,
-            )
-        )
+            for tokens in rows:
+                ids.append(tokens.input_ids)
+                labels.append(tokens.labels)
+                owners.append(sample.id)
+                self.lengths.append(len(tokens.input_ids))
+                self.trained_tokens += tokens.trained_tokens
+        self.samples += len(samples)
+        table = {"id": owners, "input_ids": pa.array(ids, _IDS), "labels": pa.array(labels, _IDS)}
+        self._tokens.write_table(pa.table(table, schema=TOKEN_SCHEMA))
         if self._packer is not None:
             self._packer.add(ids, labels)
 
