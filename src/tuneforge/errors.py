@@ -34,6 +34,12 @@ class StageFailed(TuneforgeError):
     exit_code = 1
 
 
+class TrainingStopped(TuneforgeError):
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint: nothing failed (exit 0)."""
+
+    exit_code = 0
+
+
 class GateFailed(TuneforgeError):
     """A quality gate was not met (exit 3)."""
 

@@ -18,6 +18,7 @@ from tuneforge.console import quiet_libraries, say
 from tuneforge.errors import ConfigError
 from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.runs import RunDir, StageResult, find_finished, run_stage, stage_key
+from tuneforge.runs.hashing import tree_sha256
 
 STAGES = ("base", "data", "train", "eval", "export")
 COMMAND = {
@@ -36,6 +37,9 @@ class Pipeline:
     run: RunDir
     config_file: str
     force: bool = False
+    resume: bool = False
+    nproc: int = 1
+    launcher_config: str | None = None
     done: dict[str, StageResult] = field(default_factory=dict)
 
     def execute(self, stage: str) -> StageResult:
@@ -72,6 +76,7 @@ class Pipeline:
         if stage == "data":
             return {
                 "data": c.data.model_dump(),
+                "objective": c.objective,
                 "data_sha256": self._input_hash(c.data.path),
                 "model": self.model_identity(),
                 "seed": c.seed,
@@ -84,6 +89,11 @@ class Pipeline:
                 "objective": c.objective,
                 "train": c.train.model_dump(),
                 "seed": c.seed,
+                "replay_sha256": self._input_hash(c.train.replay.path or ""),
+                "base_adapters": [
+                    tree_sha256(a) if Path(a).is_dir() else "missing"
+                    for a in c.method.base_adapters
+                ],
             },
             "eval": {"eval": c.eval.model_dump()},
             "export": {"export": c.export.model_dump()},
@@ -144,15 +154,30 @@ class Pipeline:
         tokenizer = load_tokenizer(
             self.model_path(), revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
-        return prepare_data(self.config.data, tokenizer, self.config.seed, out)
+        return prepare_data(
+            self.config.data, tokenizer, self.config.seed, out, objective=self.config.objective
+        )
 
     def _train(self, out: Path) -> dict[str, Any]:
-        from tuneforge.train.sft import train_sft
+        from tuneforge.train.launch import train_in_processes
 
         def log(**values: Any) -> None:
             self.run.log_metrics("train", **values)
 
-        return train_sft(self.config, self.model_path(), self.done["data"].path, out, log)
+        return train_in_processes(
+            self.config,
+            self.model_path(),
+            self.done["data"].path,
+            out,
+            checkpoints=self.run.path / "checkpoints" / "train",
+            key=self._key("train"),
+            resume=self.resume,
+            nproc=self.nproc,
+            launcher_config=self.launcher_config,
+            log=log,
+            metrics_path=self.run.metrics_path,
+            resume_hint=f"tuneforge train {self.config_file} --resume",
+        )
 
     def _eval(self, out: Path) -> dict[str, Any]:
         from tuneforge.eval.evaluate import evaluate

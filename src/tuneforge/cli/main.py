@@ -13,7 +13,7 @@ import typer.main
 from rich.markup import escape
 
 from tuneforge import __version__
-from tuneforge.cli import config_cmd, data_cmd, models_cmd, stages
+from tuneforge.cli import adapters_cmd, config_cmd, data_cmd, models_cmd, stages
 from tuneforge.console import err
 from tuneforge.errors import TuneforgeError
 
@@ -49,6 +49,7 @@ app.command("eval")(stages.eval_)
 app.command("export")(stages.export)
 app.add_typer(config_cmd.config_app, name="config")
 app.add_typer(models_cmd.models_app, name="models")
+app.add_typer(adapters_cmd.adapters_app, name="adapters")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except TuneforgeError as error:
         if debug:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True)
+        label = "" if error.exit_code == 0 else "[bold red]error:[/bold red] "
+        err.print(f"{label}{escape(str(error))}", soft_wrap=True)
         code = error.exit_code
     except Exception as error:  # anything unplanned is a runtime failure, exit 1
         if debug:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from tuneforge.cli.common import (
     ConfigArg,
     ForceOpt,
@@ -26,13 +30,32 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None
 
 
 def train(
-    config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
+    config: ConfigArg,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    new_run: NewRunOpt = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest complete checkpoint.")
+    ] = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", min=1, help="Data-parallel processes (torchrun).")
+    ] = 1,
+    launcher_config: Annotated[
+        str | None,
+        typer.Option(
+            "--launcher-config",
+            help="accelerate config (e.g. deploy/accelerate/fsdp.yaml) for accelerate launch.",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune on the prepared data."""
-    result = open_pipeline(config, set_, force, new_run).execute("train")
+    pipeline = open_pipeline(config, set_, force or resume, new_run)
+    pipeline.resume, pipeline.nproc, pipeline.launcher_config = resume, nproc, launcher_config
+    result = pipeline.execute("train")
     s = result.summary
     out.print(
-        f"trained {s['steps']} steps: val loss {s['val_loss_before']} -> {s['val_loss_after']}, "
+        f"trained {s['steps']} steps ({s['method']}, {s['objective']}): val loss "
+        f"{s['val_loss_before']} -> {s['val_loss_after']}, "
         f"{s['trained_tokens_per_s']:,.0f} trained tokens/s -> {result.path}"
     )
 

@@ -179,7 +179,7 @@ def _kind(value: Any) -> str:
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
-    """Make data and local model paths absolute, relative to the config file's folder."""
+    """Make data, replay, adapter and local model paths absolute (relative to the config)."""
     data_path = Path(config.data.path).expanduser()
     if not data_path.is_absolute():
         config.data.path = str((base / data_path).resolve())
@@ -189,4 +189,10 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         if not model_path.is_absolute():
             model_path = (base / model_path).resolve()
         config.model.name_or_path = str(model_path)
+    replay = config.train.replay
+    if replay.path and not Path(replay.path).expanduser().is_absolute():
+        replay.path = str((base / Path(replay.path).expanduser()).resolve())
+    for index, adapter in enumerate(config.method.base_adapters):
+        if not Path(adapter).expanduser().is_absolute():
+            config.method.base_adapters[index] = str((base / Path(adapter).expanduser()).resolve())
     return config

@@ -81,7 +81,9 @@ def prepare_data(
     shutil.rmtree(work)
     packing = {name: figures for name, w in writers.items() if (figures := w.close())}
     if not writers["train"].samples:
-        raise DataError(f"data.path {data.path!r}: too few samples for a training split")
+        raise DataError(
+            f"data.path {data.path!r}: no training samples left ({_why(source, stats)})"
+        )
     stats.append(render_stats)
     check_balanced(stats)
     books = _books(source, stats, writers, packing)

@@ -66,6 +66,8 @@ class Sample:
 
     def prompt_key(self) -> str:
         """The non-assistant text; variants of one prompt share a split group."""
+        if self.kind == "text":
+            return self.text or ""
         return "\n".join(
             str(m.get("content") or "") for m in self.messages if m["role"] != "assistant"
         )

@@ -13,8 +13,8 @@ from tuneforge.errors import DataError
 from tuneforge.eval.generate import generate
 from tuneforge.eval.metrics import score
 from tuneforge.models.hardware import device, resolve_dtype
-from tuneforge.models.load import load_model, load_tokenizer
-from tuneforge.train.adapters import load_adapter
+from tuneforge.models.load import load_tokenizer
+from tuneforge.train.methods import is_peft, load_base, load_trained
 
 
 def evaluate(
@@ -34,14 +34,8 @@ def evaluate(
     tokenizer = load_tokenizer(
         model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
     )
-    base = load_model(
-        model_path,
-        dtype=resolve_dtype(spec.precision, dev),
-        revision=spec.revision,
-        trust_remote_code=spec.trust_remote_code,
-        device=dev,
-    )
-    model = load_adapter(base, train_dir / "adapter")
+    dtype = resolve_dtype(spec.precision, dev)
+    model = load_trained(model_path, config, train_dir, dtype, dev)
     options = {
         "max_new_tokens": config.eval.max_new_tokens,
         "batch_size": config.eval.batch_size,
@@ -49,11 +43,15 @@ def evaluate(
         "template": config.data.template,
     }
     outputs = {"tuned": generate(model, tokenizer, list(prompts), label="eval tuned", **options)}
-    if config.eval.compare_base:
+    if config.eval.compare_base and is_peft(config.method):
         with model.disable_adapter():
             outputs["base"] = generate(
                 model, tokenizer, list(prompts), label="eval base", **options
             )
+    elif config.eval.compare_base:
+        del model  # full/freeze: the tuned weights are a whole model; hold one at a time
+        base = load_base(model_path, config, dtype, dev)
+        outputs["base"] = generate(base, tokenizer, list(prompts), label="eval base", **options)
     report = {
         "samples": len(records),
         "split": "test" if read_split(data_dir, "test") else "val",

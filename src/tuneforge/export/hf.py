@@ -11,8 +11,9 @@ import torch
 from tuneforge.config.schema import Config
 from tuneforge.data.templates import fallback_template, fallback_template_name
 from tuneforge.export.card import model_card
-from tuneforge.models.load import load_model, load_tokenizer
-from tuneforge.train.adapters import load_adapter, merge
+from tuneforge.models.load import load_tokenizer
+from tuneforge.train.adapters import merge
+from tuneforge.train.methods import MERGEABLE_KINDS, is_peft, load_trained
 
 MERGE_TOLERANCE = 1e-4
 
@@ -27,23 +28,31 @@ def export_model(
     """Write ``adapter/``, ``merged/`` and ``README.md`` into ``out_dir``.
 
     The merged model is checked against base + adapter on a probe input; a
-    difference above ``MERGE_TOLERANCE`` fails the stage.
+    difference above ``MERGE_TOLERANCE`` fails the stage. A qlora adapter is merged
+    onto the unquantized fp32 base, so the export is a plain full-precision model.
+    full/freeze runs saved a whole model: that is the merged model, and there is no
+    adapter to export; prompt/prefix adapters cannot be merged. The summary says
+    what was skipped and why.
     """
     summary: dict[str, Any] = {}
-    adapter_dir = train_dir / "adapter"
-    if config.export.adapter:
-        shutil.copytree(adapter_dir, out_dir / "adapter")
+    kind = config.method.kind
+    if config.export.adapter and is_peft(config.method):
+        shutil.copytree(train_dir / "adapter", out_dir / "adapter")
         summary["adapter"] = "adapter"
-    if config.export.merged:
+    elif config.export.adapter:
+        summary["adapter"] = f"skipped: method.kind {kind!r} trains the model's own weights"
+    if config.export.merged and (kind in MERGEABLE_KINDS or not is_peft(config.method)):
         summary["merged"] = "merged"
         summary["merge_max_abs_diff"] = _write_merged(
-            config, model_path, adapter_dir, out_dir / "merged"
+            config, model_path, train_dir, out_dir / "merged"
         )
+    elif config.export.merged:
+        summary["merged"] = f"skipped: a method.kind {kind!r} adapter has no weights to merge"
     (out_dir / "README.md").write_text(model_card(config, lineage), encoding="utf-8")
     return summary
 
 
-def _write_merged(config: Config, model_path: str, adapter_dir: Path, out: Path) -> float:
+def _write_merged(config: Config, model_path: str, train_dir: Path, out: Path) -> float:
     spec = config.model
     options = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     tokenizer = load_tokenizer(model_path, **options)
@@ -54,7 +63,13 @@ def _write_merged(config: Config, model_path: str, adapter_dir: Path, out: Path)
     if name:
         tokenizer.chat_template = fallback_template(name)
     # merge in fp32 so rounding does not depend on the training precision
-    model = load_adapter(load_model(model_path, dtype=torch.float32, **options), adapter_dir)
+    model = load_trained(
+        model_path, config, train_dir, torch.float32, torch.device("cpu"), quantize=False
+    )
+    if not is_peft(config.method):  # full/freeze saved the merged model itself
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        return 0.0
     probe = torch.tensor([tokenizer("The merged model must match.")["input_ids"]])
     with torch.no_grad():
         before = model(input_ids=probe).logits

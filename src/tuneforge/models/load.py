@@ -1,7 +1,12 @@
-"""Load models and tokenizers safely: safetensors only, no remote code unless asked for."""
+"""Load models and tokenizers safely: safetensors only, no remote code unless asked for.
+
+This is also the one module that asks for bitsandbytes quantization (4-bit NF4 for
+QLoRA), through transformers' ``BitsAndBytesConfig``.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -35,9 +40,29 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     device: torch.device | str = "cpu",
+    quantize: bool = False,
+    double_quant: bool = True,
 ) -> Any:
-    """Load a causal LM from safetensors weights only."""
+    """Load a causal LM from safetensors weights only.
+
+    Args:
+        name_or_path: Hub id or local folder.
+        dtype: Weight dtype (and, when quantizing on a GPU, the compute dtype).
+        revision: Hub revision.
+        trust_remote_code: Run model code shipped with the model.
+        device: Where the model goes.
+        quantize: Load the linear layers as bitsandbytes 4-bit NF4 (QLoRA's base).
+        double_quant: With ``quantize``, also quantize the quantization constants.
+
+    Raises:
+        ModelError: the model cannot be loaded, or bitsandbytes is missing for ``quantize``.
+    """
     source = _source(name_or_path)
+    options: dict[str, Any] = {}
+    if quantize:
+        options["quantization_config"] = nf4_config(dtype, torch.device(device), double_quant)
+        # quantized weights are placed while loading; bitsandbytes models refuse .to()
+        options["device_map"] = {"": torch.device(device)}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source,
@@ -45,10 +70,35 @@ def load_model(
             revision=revision,
             trust_remote_code=trust_remote_code,
             use_safetensors=True,
+            **options,
         )
     except Exception as err:
         raise _load_error(name_or_path, err) from None
-    return model.to(device)
+    return model if quantize else model.to(device)
+
+
+def nf4_config(dtype: torch.dtype, device: torch.device, double_quant: bool) -> Any:
+    """The QLoRA quantization: 4-bit NormalFloat weights, computed in ``dtype`` (fp32 on CPU).
+
+    Raises:
+        ModelError: bitsandbytes is not installed.
+    """
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError(
+            "method.kind 'qlora': needs bitsandbytes; `pip install bitsandbytes` or use "
+            "method.kind lora"
+        )
+    from transformers import BitsAndBytesConfig
+
+    # bitsandbytes' CPU backend dequantizes and runs a plain matmul: fp32 keeps it exact
+    # and fast where bf16 matmuls are emulated; GPUs compute in the training dtype.
+    compute = dtype if device.type == "cuda" else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute,
+    )
 
 
 def _source(name_or_path: str) -> str:
