@@ -39,9 +39,26 @@ def normalize_exact(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
+# Lower-cases ASCII letters and turns every whitespace character (as str.split sees it) into a
+# space: ASCII text's normalize_exact, bar collapsing space runs, in one bytes.translate.
+_ASCII_FOLD = bytes(
+    32 if chr(b).isspace() else ord(chr(b).casefold()) if b < 128 else b for b in range(256)
+)
+
+
 def exact_digest(text: str) -> bytes:
     """The 16-byte key exact dedup compares: a BLAKE2b digest of :func:`normalize_exact`."""
-    return hashlib.blake2b(normalize_exact(text).encode(), digest_size=16).digest()
+    return hashlib.blake2b(_exact_bytes(text), digest_size=16).digest()
+
+
+def _exact_bytes(text: str) -> bytes:
+    """``normalize_exact(text).encode()``; for ASCII text without splitting it into words."""
+    if not text.isascii():
+        return normalize_exact(text).encode()
+    data = text.encode("ascii").translate(_ASCII_FOLD)
+    while b"  " in data:  # each pass halves every run of spaces
+        data = data.replace(b"  ", b" ")
+    return data.strip(b" ")
 
 
 def excerpt(text: str) -> str:

@@ -29,6 +29,34 @@ _CHAIN = _U64(0x9E3779B97F4A7C15)
 _BLOCK = 8192
 
 
+def _near_char(code: int) -> str | int | None:
+    """What :func:`normalize_near` makes of a code point: None, a space or the code point.
+
+    Punctuation is deleted (None); whitespace and control characters become a space.
+    """
+    # Planes 4-16 hold no punctuation or whitespace (unassigned, tags, private use).
+    if code >= 0x40000:
+        return code
+    category = unicodedata.category(chr(code))
+    if category[0] == "P":
+        return None
+    if category in ("Cc", "Zs", "Zl", "Zp") or chr(code).isspace():
+        return " "
+    return code
+
+
+class _NearTable(dict[int, str | int | None]):
+    """The ``str.translate`` table of :func:`normalize_near`, filled in as code points turn up.
+
+    Filled for all of Unicode up front it costs half a second in every process, more than near
+    dedup of ten thousand ASCII documents (which never consult it) takes.
+    """
+
+    def __missing__(self, code: int) -> str | int | None:
+        value = self[code] = _near_char(code)
+        return value
+
+
 @functools.cache
 def _tables() -> tuple[dict[int, Any], bytes, bytes]:
     """Translation tables: punctuation is deleted, whitespace and control characters become spaces.
@@ -36,17 +64,9 @@ def _tables() -> tuple[dict[int, Any], bytes, bytes]:
     Returns the full Unicode ``str.translate`` table, a 256-byte table for ASCII text, and the
     ASCII punctuation bytes to delete.
     """
-    table: dict[int, Any] = {}
-    # Planes 4-16 hold no punctuation or whitespace (unassigned, tags, private use).
-    for code in range(0x40000):
-        category = unicodedata.category(chr(code))
-        if category[0] == "P":
-            table[code] = None
-        elif category in ("Cc", "Zs", "Zl", "Zp") or chr(code).isspace():
-            table[code] = " "
-    ascii_map = bytes(32 if table.get(b) == " " else b for b in range(256))
-    ascii_delete = bytes(b for b in range(128) if b in table and table[b] is None)
-    return table, ascii_map, ascii_delete
+    ascii_map = bytes(32 if _near_char(b) == " " else b for b in range(256))
+    ascii_delete = bytes(b for b in range(128) if _near_char(b) is None)
+    return _NearTable(), ascii_map, ascii_delete
 
 
 def normalize_near(text: str) -> str:
@@ -112,9 +132,10 @@ def _word_tokens(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     # Texts are joined by a space, so no word spans two texts; 8 zero bytes pad the last load.
     buf = b" ".join(parts) + bytes(8)
     data = np.frombuffer(buf, dtype=np.uint8)[:-8]
-    edges = np.flatnonzero(
-        np.diff((data != 32).view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    )
+    # Word starts and ends are where "inside a word" flips, with a space assumed on either side.
+    inside = np.zeros(len(data) + 2, dtype=bool)
+    np.not_equal(data, 32, out=inside[1:-1])
+    edges = np.flatnonzero(inside[1:] != inside[:-1])
     starts, ends = edges[0::2], edges[1::2]
     text_starts = np.cumsum([0] + [len(p) + 1 for p in parts])
     counts = np.diff(np.searchsorted(starts, text_starts))

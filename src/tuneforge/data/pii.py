@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tuneforge.data.pii_patterns import DETECTORS
+from tuneforge.data.pii_patterns import DETECTORS, char_classes
 from tuneforge.data.sample import Message, Sample
 from tuneforge.data.steps import StepStats
 from tuneforge.errors import ConfigError, DataError
@@ -60,6 +60,15 @@ def _resolve(findings: Iterable[Finding]) -> list[Finding]:
     return chosen
 
 
+# The detectors' tests unpacked once, as detect runs them for every text. Every hint is looked
+# up in the lower-cased text, in one scan: for a hint with capitals (AKIA) that test is weaker
+# than the detector's, never stricter, and its regex still needs the capitals, so the findings
+# are the same.
+_PLAN = tuple(
+    (d.type, d.needs, tuple(hint.lower() for hint in d.hints), d.gate, d) for d in DETECTORS
+)
+
+
 def detect(text: str, types: Collection[str] | None = None) -> list[Finding]:
     """Find PII in ``text``.
 
@@ -71,15 +80,17 @@ def detect(text: str, types: Collection[str] | None = None) -> list[Finding]:
         Non-overlapping findings in text order.
     """
     lowered = text.lower()
+    classes = char_classes(text)
     found = []
-    for detector in DETECTORS:
-        if types is not None and detector.type not in types:
+    for kind, needs, hints, gate, detector in _PLAN:
+        if types is not None and kind not in types:
             continue
-        if detector.hints and not any(
-            hint in (lowered if hint.islower() else text) for hint in detector.hints
-        ):
+        # needs first: the cheapest test, and false only where nothing could be found.
+        if needs is not None and not needs(text, classes):
             continue
-        if detector.gate is not None and not detector.gate.search(lowered):
+        if hints and not any(map(lowered.__contains__, hints)):
+            continue
+        if gate is not None and not gate.search(lowered):
             continue
         for match in detector.pattern.finditer(text):
             span = detector.accept(match)
@@ -171,14 +182,26 @@ MESSAGE_FIELDS = ("messages", "chosen", "rejected")
 
 
 def _rewrite(sample: Sample, fn: Callable[[str], str]) -> Sample:
-    """A copy of ``sample`` with ``fn`` applied to every text it holds (all roles)."""
+    """``sample`` with ``fn`` applied to every text it holds (all roles).
+
+    A copy when ``fn`` changed a text (returned another object); else ``sample`` itself,
+    which spares copying the many samples that hold no PII.
+    """
+    changed = False
+
+    def tracked(text: str) -> str:
+        nonlocal changed
+        new = fn(text)
+        changed = changed or new is not text
+        return new
+
     lists = {
-        name: [_rewrite_message(m, fn) for m in getattr(sample, name)]
+        name: [_rewrite_message(m, tracked) for m in getattr(sample, name)]
         for name in MESSAGE_FIELDS
         if hasattr(sample, name)
     }
-    text = fn(sample.text) if isinstance(sample.text, str) else sample.text
-    return dataclasses.replace(sample, text=text, **lists)
+    text = tracked(sample.text) if isinstance(sample.text, str) else sample.text
+    return dataclasses.replace(sample, text=text, **lists) if changed else sample
 
 
 @dataclass
@@ -228,8 +251,10 @@ class PiiStep:
 
         def scrub(text: str) -> str:
             findings = self.find(text)
+            if not findings:  # most texts
+                return text
             found.update(f.type for f in findings)
-            return redact(text, findings) if findings and self.mode == "redact" else text
+            return redact(text, findings) if self.mode == "redact" else text
 
         return _rewrite(sample, scrub), found
 

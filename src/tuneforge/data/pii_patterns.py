@@ -22,13 +22,19 @@ from dataclasses import dataclass
 Accept = Callable[[re.Match[str]], tuple[int, int] | None]
 
 
+# Whether a text may hold a finding, from the text and its char_classes (None: unknown).
+Needs = Callable[[str, bytes | None], bool]
+
+
 @dataclass(frozen=True)
 class Detector:
     """A regex, a validator that returns the span to redact (or None), and cheap hints.
 
-    One of the ``hints`` must occur in the text for the regex to be worth running (most
-    texts hold none); a lower-case hint is looked up in the lower-cased text. A ``gate``
-    is a cheaper regex that must match the lower-cased text.
+    One of the ``hints`` must occur in the lower-cased text (lower-cased too) for the regex
+    to be worth running (most texts hold none). A ``gate``
+    is a cheaper regex that must match the lower-cased text. ``needs`` is false only for
+    a text that cannot hold an accepted finding (it lacks the digits, separators or
+    literals every one spells), so skipping such a text changes nothing but the time.
     """
 
     name: str
@@ -38,6 +44,51 @@ class Detector:
     priority: int
     hints: tuple[str, ...] = ()
     gate: re.Pattern[str] | None = None
+    needs: Needs | None = None
+
+
+# ASCII digits become "0" and capitals "A"; lower-case letters go (no shape needs one, and
+# dropping them leaves a third of the text to search); every other byte stays as it is.
+_CLASS_TABLE = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
+_LOWER_CASE = b"abcdefghijklmnopqrstuvwxyz"
+_NON_ASCII_DIGIT = re.compile(r"[^\D0-9]")
+
+
+def char_classes(text: str) -> bytes | None:
+    """The text as classes: ``0`` for a digit, ``A`` for a capital, ``?`` past ASCII.
+
+    Searching these with C-level byte scans for the shapes a detector needs (runs of digits
+    and separators, capitals before digits) is far cheaper than running its regex, which
+    tries every digit of the text. Lower-case letters are left out: a shape spans none, so
+    dropping them only joins what was apart, and a text lacking a shape still lacks it.
+    Non-ASCII characters other than digits belong to no shape either, so they may become
+    ``?``; a non-ASCII digit (``\\d`` matches one) would, so such a text gets None.
+    """
+    if text.isascii():
+        return text.encode("ascii").translate(_CLASS_TABLE, _LOWER_CASE)
+    if _NON_ASCII_DIGIT.search(text):
+        return None
+    return text.encode("ascii", "replace").translate(_CLASS_TABLE, _LOWER_CASE)
+
+
+def _classes_hold(*literals: bytes) -> Needs:
+    """A finding needs one of ``literals`` in the char_classes of the text."""
+    if len(literals) == 1:  # the common case, without the any() call
+        literal = literals[0]
+        return lambda _, classes: classes is None or literal in classes
+    return lambda _, classes: classes is None or any(map(classes.__contains__, literals))
+
+
+def _classes_match(pattern: bytes) -> Needs:
+    """A finding needs ``pattern`` to match the char_classes of the text."""
+    search = re.compile(pattern).search
+    return lambda _, classes: classes is None or search(classes) is not None
+
+
+def _text_matches(pattern: str) -> Needs:
+    """A finding needs ``pattern`` to match the text itself."""
+    search = re.compile(pattern).search
+    return lambda text, _: search(text) is not None
 
 
 def _checked(valid: Callable[[str], bool], group: int | str = 0) -> Accept:
@@ -324,25 +375,68 @@ _URL_CREDENTIALS = re.compile(
     r"(?P<value>[^\s:@/?#\[\]]*:[^\s@/?#\[\]]+)@[A-Za-z0-9\[]"
 )
 
+# What every accepted finding holds; see Detector.needs. Shapes are spelled as char_classes
+# spells a text.
+_IBAN_START = _classes_hold(b"AA00")
+# _valid_card accepts 13-19 digits in a row, or groups opening with four digits.
+_CARD_DIGITS = _classes_match(rb"0000(?:[ \-]?0){9}")
+_SSN_DIGITS = _classes_match(rb"000[ \-]00[ \-]0000")
+_NINE_DIGITS = _classes_hold(b"000000000")
+# An accepted address holds two colons with at most four hex digits between them.
+_TWO_COLONS = _classes_match(rb":[0A]{0,4}:")
+_DOTTED_QUAD = _classes_match(rb"0\.0{1,3}\.0{1,3}\.0")
+_PLUS_DIGIT = _classes_hold(b"+0")
+_NANP_DIGITS = _classes_match(rb"000[ .\-]0000")
+# The trunk prefix is a literal 0 (classes would not tell it from other digits).
+_TRUNK_ZERO = _text_matches(r"0(?<![\w+\-./#$]0)[1-9]\d{0,3}\)?[ \-]\d\d")
+_CAPS = _classes_hold(b"AAAA")  # AKIA, ASIA
+_ASSIGN = _classes_hold(b":", b"=")
+_COLON = _classes_hold(b":")
+_DASHES = _classes_hold(b"-----")
+_AWS_KEY_HINTS = ("AKIA", "ASIA")
+# Every service token holds one of these; "_" covers gh*_, github_pat_, [rs]k_live_, hf_.
+_SERVICE_HINTS = ("_", "xox", "sk-", "AIza")
+# _KEY_GATE needs one of these words.
+_KEY_HINTS = ("key", "token", "secret", "passw")
+
 DETECTORS: tuple[Detector, ...] = (
-    Detector("private_key", "secret", _PRIVATE_KEY, _whole, 0, ("-----begin",)),
+    Detector("private_key", "secret", _PRIVATE_KEY, _whole, 0, ("-----begin",), needs=_DASHES),
     Detector("jwt", "secret", _JWT, _checked(_valid_jwt), 1, ("eyj",)),
-    Detector("aws_access_key", "secret", _AWS_KEY_ID, _whole, 1, ("AKIA", "ASIA")),
-    Detector("aws_secret_key", "secret", _AWS_SECRET, _value, 1, _AWS_SECRET_HINTS),
-    Detector("service_token", "secret", _SERVICE_TOKEN, _whole, 1, (), _SERVICE_GATE),
-    Detector("url_credentials", "url_credentials", _URL_CREDENTIALS, _value, 1, ("://",)),
+    Detector("aws_access_key", "secret", _AWS_KEY_ID, _whole, 1, _AWS_KEY_HINTS, needs=_CAPS),
+    Detector("aws_secret_key", "secret", _AWS_SECRET, _value, 1, _AWS_SECRET_HINTS, needs=_ASSIGN),
+    Detector("service_token", "secret", _SERVICE_TOKEN, _whole, 1, _SERVICE_HINTS, _SERVICE_GATE),
+    Detector(
+        "url_credentials", "url_credentials", _URL_CREDENTIALS, _value, 1, ("://",), needs=_COLON
+    ),
     Detector("bearer_token", "secret", _BEARER, _checked(_high_entropy, "value"), 2, ("bearer",)),
     Detector(
-        "api_key", "secret", _ASSIGNED_SECRET, _checked(_high_entropy, "value"), 2, (), _KEY_GATE
+        "api_key",
+        "secret",
+        _ASSIGNED_SECRET,
+        _checked(_high_entropy, "value"),
+        2,
+        _KEY_HINTS,
+        _KEY_GATE,
+        needs=_ASSIGN,
     ),
-    Detector("iban", "iban", _IBAN, _accept_iban, 3),
-    Detector("credit_card", "credit_card", _CARD, _checked(_valid_card), 3),
-    Detector("ssn", "ssn", _SSN, _checked(_valid_ssn), 3),
-    Detector("ssn", "ssn", _SSN_LABELLED, _checked(_valid_ssn, "value"), 3, _SSN_HINTS),
+    Detector("iban", "iban", _IBAN, _accept_iban, 3, needs=_IBAN_START),
+    Detector("credit_card", "credit_card", _CARD, _checked(_valid_card), 3, needs=_CARD_DIGITS),
+    Detector("ssn", "ssn", _SSN, _checked(_valid_ssn), 3, needs=_SSN_DIGITS),
+    Detector(
+        "ssn",
+        "ssn",
+        _SSN_LABELLED,
+        _checked(_valid_ssn, "value"),
+        3,
+        _SSN_HINTS,
+        needs=_NINE_DIGITS,
+    ),
     Detector("email", "email", _EMAIL, _checked(_valid_email), 3, ("@",)),
-    Detector("ipv6", "ip_address", _IPV6, _accept_ipv6, 3, (":",)),
-    Detector("ipv4", "ip_address", _IPV4, _accept_ipv4, 3, (".",)),
-    Detector("phone", "phone", _PHONE_INTL, _checked(_digit_count(8, 15)), 4, ("+",)),
-    Detector("phone", "phone", _PHONE_NANP, _checked(_valid_nanp), 4),
-    Detector("phone", "phone", _PHONE_TRUNK, _checked(_digit_count(10, 11)), 4),
+    Detector("ipv6", "ip_address", _IPV6, _accept_ipv6, 3, (":",), needs=_TWO_COLONS),
+    Detector("ipv4", "ip_address", _IPV4, _accept_ipv4, 3, (".",), needs=_DOTTED_QUAD),
+    Detector(
+        "phone", "phone", _PHONE_INTL, _checked(_digit_count(8, 15)), 4, ("+",), needs=_PLUS_DIGIT
+    ),
+    Detector("phone", "phone", _PHONE_NANP, _checked(_valid_nanp), 4, needs=_NANP_DIGITS),
+    Detector("phone", "phone", _PHONE_TRUNK, _checked(_digit_count(10, 11)), 4, needs=_TRUNK_ZERO),
 )
