@@ -172,3 +172,24 @@ def test_pretrain_objective_trains_on_raw_text(
     summary = json.loads((run_dir(tmp_path) / "train" / "_stage.json").read_text())["summary"]
     assert summary["objective"] == "pretrain"
     assert summary["val_loss_after"] < summary["val_loss_before"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, tiny_model_dir) -> None:
+    adapters = {}
+    for nproc, batch in ((1, 4), (2, 2)):
+        folder = tmp_path / f"p{nproc}"
+        train = f"  max_steps: 6\n  batch_size: {batch}\n  lr: 5.0e-3\n  grad_accum: 2\n"
+        config = write_config(folder, tiny_model_dir, train, "method:\n  dropout: 0.0\n")
+        result = run_cli("train", config.name, "--nproc", str(nproc), cwd=folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads((run_dir(folder) / "train" / "_stage.json").read_text())["summary"]
+        assert summary["processes"] == nproc
+        adapters[nproc] = (
+            load_file(run_dir(folder) / "train" / "adapter" / "adapter_model.safetensors"),
+            step_losses(run_dir(folder)),
+        )
+    (one, one_losses), (two, two_losses) = adapters[1], adapters[2]
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) <= 1e-4
+    for step, loss in one_losses.items():
+        assert two_losses[step] == pytest.approx(loss, abs=1e-4)

@@ -37,7 +37,7 @@ from transformers import get_scheduler, set_seed
 from tuneforge.config.schema import Config
 from tuneforge.console import progress, say
 from tuneforge.errors import StageFailed, TrainingStopped
-from tuneforge.models.hardware import resolve_dtype
+from tuneforge.models.hardware import device, resolve_dtype
 from tuneforge.models.load import load_tokenizer
 from tuneforge.train.checkpoint import (
     TrainState,
@@ -139,7 +139,8 @@ def open_session(
     config: Config, model_path: str, data_dir: Path, checkpoints: Path, key: str, log: Log
 ) -> Session:
     """Load model and data, build optimizer and schedule, and set up the processes."""
-    accelerator = Accelerator()
+    # accelerate only sets up CPU data parallelism (gloo) when told it runs on CPU.
+    accelerator = Accelerator(cpu=device().type == "cpu")
     set_seed(config.seed)
     dtype = resolve_dtype(config.model.precision, accelerator.device)
     spec, cfg = config.model, config.train
