@@ -193,3 +193,30 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, tiny
     assert max(float((one[k] - two[k]).abs().max()) for k in one) <= 1e-4
     for step, loss in one_losses.items():
         assert two_losses[step] == pytest.approx(loss, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_early_stopping_replay_packing_and_checkpointing_in_one_run(
+    tmp_path: Path, tiny_model_dir
+) -> None:
+    replay = tmp_path / "general.jsonl"
+    replay.write_text(
+        "\n".join(
+            json.dumps({"text": f"Paragraph {i}: rivers carry water from the hills to the sea."})
+            for i in range(40)
+        )
+    )
+    train = (
+        "  max_steps: 60\n  batch_size: 2\n  lr: 0.3\n  warmup_ratio: 0\n  packing: true\n"
+        "  gradient_checkpointing: true\n  eval_every: 2\n  early_stopping_patience: 2\n"
+        f"  replay:\n    path: {replay}\n    fraction: 0.2\n"
+    )
+    config = write_config(tmp_path, tiny_model_dir, train)
+    result = run_cli("train", config.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir(tmp_path) / "train" / "_stage.json").read_text())["summary"]
+    assert "early stopping at step" in result.stderr
+    assert summary["steps"] < 60 and summary["best_step"] < summary["steps"]
+    assert summary["val_loss_after"] == pytest.approx(summary["best_val_loss"], abs=1e-4)
+    logged = [json.loads(line) for line in (run_dir(tmp_path) / "metrics.jsonl").open()]
+    assert [r["step"] for r in logged if "val_loss" in r] == list(range(2, summary["steps"] + 1, 2))

@@ -85,3 +85,22 @@ def test_packed_rows_train_exactly_like_unpacked_samples(tiny_model_dir: Path, r
     assert tokens_packed == tokens_plain
     assert loss_packed == pytest.approx(loss_plain, abs=1e-5)
     _close(packed, _gradients(model), 1e-5)
+
+
+def test_gradient_checkpointing_changes_memory_not_gradients(
+    tiny_model_dir: Path, rendered
+) -> None:
+    tokenizer, rows = rendered
+    accelerator = Accelerator(cpu=True)
+    batch = collate([r.input_ids for r in rows], [r.labels for r in rows], tokenizer.pad_token_id)
+    grads = []
+    for checkpointing in (False, True):
+        model = load_model(str(tiny_model_dir))
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        accumulate_gradients(model, [batch], accelerator)
+        grads.append(_gradients(model))
+    _close(grads[0], grads[1], 1e-6)
