@@ -18,6 +18,10 @@ Per corpus size:
   ``run_steps`` returns the kept samples as a list, so that row holds them all by design.
 * **stream**: the same steps drained one sample at a time (nothing kept), in another child:
   the memory the steps themselves need as the corpus grows (dedup indexes only).
+* **data stage**: ``prepare_data`` itself on the JSONL file (reading, steps, split,
+  decontamination, rendering through ``render_chat_batch``, writing samples, token rows and
+  packed rows, report), in a fourth child: the stage streams through a spill file, so its peak
+  RSS grows only with the dedup and decontamination indexes.
 * **steps in isolation**: in a third child the whole corpus is loaded as a list, and each step
   (fresh, from ``build_steps``) runs alone over that same list, the raw corpus.
 * **render**: the samples the chain kept (the first ``--render-max``, default 20,000; the
@@ -147,6 +151,19 @@ def stream(path: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start - source.seconds, "read_s": source.seconds}
 
 
+def stage(path: Path, tokenizer_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The whole data stage (``prepare_data``): read, steps, split, decontaminate, render, write."""
+    from transformers import AutoTokenizer
+
+    from tuneforge.data.prepare import prepare_data
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    books = prepare_data(DataConfig(path=str(path), max_length=2048), tokenizer, 0, out_dir)
+    return {"seconds": time.perf_counter() - start, "kept": books["kept"]}
+
+
 def isolated_steps(path: Path) -> dict[str, tuple[float, int]]:
     """Each step alone over the same in-memory list (the raw corpus): seconds, kept."""
     samples = load_samples(path)
@@ -213,6 +230,8 @@ def bench_size(
     chained, chain_peak, chain_added = in_child(chain, corpus, kept)
     print(f"[{n_docs:,} docs] chain {chained['seconds']:.1f}s", flush=True)
     drained, stream_peak, stream_added = in_child(stream, corpus)
+    staged, stage_peak, stage_added = in_child(stage, corpus, tokenizer_dir, work / "stage")
+    print(f"[{n_docs:,} docs] data stage {staged['seconds']:.1f}s", flush=True)
     steps, _, _ = in_child(isolated_steps, corpus)
     print(f"[{n_docs:,} docs] steps {sum(t for t, _ in steps.values()):.1f}s", flush=True)
     rows = []
@@ -222,11 +241,16 @@ def bench_size(
     rows[-1] |= {"peak RSS MB": chain_peak, "+RSS MB": chain_added}
     rows.append(_row("stream (drained)", n_docs, mb, drained["seconds"], kept=chained["kept"]))
     rows[-1] |= {"peak RSS MB": stream_peak, "+RSS MB": stream_added}
+    rows.append(
+        _row("data stage (prepare_data)", n_docs, mb, staged["seconds"], kept=staged["kept"])
+    )
+    rows[-1] |= {"peak RSS MB": stage_peak, "+RSS MB": stage_added}
     return bench_render(n_docs, kept, tokenizer_dir, render_max) | {
         "rows": rows,
         "chain_rate": n_docs / chained["seconds"],
         "chain_peak": chain_peak,
         "stream_peak": stream_peak,
+        "stage_peak": stage_peak,
         "books": chained["books"],
         "read_s": chained["read_s"],
     }
@@ -297,7 +321,11 @@ def verdicts(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(results) > 1:
         small, large = results[0], results[-1]
         growth = f"{small['docs']:,} -> {large['docs']:,} docs"
-        for key, name in (("chain_peak", "run_steps"), ("stream_peak", "stream (drained)")):
+        for key, name in (
+            ("chain_peak", "run_steps"),
+            ("stream_peak", "stream (drained)"),
+            ("stage_peak", "data stage (prepare_data)"),
+        ):
             a, b = small[key], large[key]
             rows.append(
                 _verdict(
