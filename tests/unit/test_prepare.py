@@ -16,7 +16,7 @@ from tuneforge.data.prepare import prepare_data, read_split, read_tokens
 from tuneforge.data.readers import read_dataset
 from tuneforge.data.split import split_samples
 from tuneforge.data.steps import run_steps
-from tuneforge.errors import DataError
+from tuneforge.errors import ConfigError, DataError
 from tuneforge.runs.hashing import file_sha256
 from tuneforge.train.loss import IGNORE_INDEX
 
@@ -174,3 +174,21 @@ def test_toxicity_classifier_errors_name_the_key(
     with pytest.raises(DataError, match=r"data\.clean\.toxicity_classifier") as caught:
         prepare_data(config, chat_tokenizer, seed=3, out_dir=tmp_path)
     assert message in str(caught.value)
+
+
+def test_pii_types_and_presidio_come_from_the_config(tmp_path: Path) -> None:
+    from tuneforge.data.pii import PiiStep
+
+    steps = build_steps(DataConfig(path="x", pii={"types": ["email"]}))
+    (pii,) = [s for s in steps if isinstance(s, PiiStep)]
+    text = "mail ann@example.com or call +44 20 7946 0958"
+    assert [f.type for f in pii.find(text)] == ["email"]
+    everything = [s for s in build_steps(DataConfig(path="x")) if isinstance(s, PiiStep)]
+    assert [f.type for f in everything[0].find(text)] == ["email", "phone"]
+    with pytest.raises(ConfigError, match=r"data\.pii\.types: unknown \['mail'\]"):
+        build_steps(DataConfig(path="x", pii={"types": ["mail"]}))
+    try:
+        import presidio_analyzer  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataError, match=r"data\.pii\.presidio: presidio-analyzer is not"):
+            build_steps(DataConfig(path="x", pii={"presidio": True}))

@@ -85,6 +85,15 @@ class PiiConfig(Section):
     """Personal data and secrets: redact with typed placeholders, drop, flag, or off."""
 
     mode: Literal["redact", "drop", "flag", "off"] = "redact"
+    types: list[str] | None = Field(
+        None, description="Only these types (e.g. [email, phone]); all structured types if null."
+    )
+    presidio: bool = Field(
+        False, description="Also find names and locations with presidio-analyzer (installed)."
+    )
+    presidio_entities: list[str] = Field(
+        default_factory=lambda: ["PERSON", "LOCATION"], description="Presidio entity types."
+    )
 
 
 class DecontaminateConfig(Section):

@@ -55,8 +55,16 @@ def build_steps(
                 shingle_size=dedup.shingle_size,
             )
         )
-    if data.pii.mode != "off":
-        steps.append(PiiStep(mode=data.pii.mode))
+    pii = data.pii
+    if pii.mode != "off":
+        steps.append(
+            PiiStep(
+                mode=pii.mode,
+                types=pii.types,
+                presidio=pii.presidio,
+                presidio_entities=tuple(pii.presidio_entities),
+            )
+        )
     return steps
 
 

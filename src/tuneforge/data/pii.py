@@ -133,7 +133,7 @@ class PresidioBackend:
             from presidio_analyzer import AnalyzerEngine
         except ImportError as err:
             raise DataError(
-                "data.pii presidio backend: presidio-analyzer is not installed; "
+                "data.pii.presidio: presidio-analyzer is not installed; "
                 "pip install presidio-analyzer (and a spaCy model), or turn the backend off"
             ) from err
         self.analyzer = AnalyzerEngine()
