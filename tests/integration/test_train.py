@@ -138,19 +138,37 @@ METHODS = {
 LR = {"full": 1e-3, "freeze": 1e-3, "ia3": 3e-2, "prompt": 3e-2, "prefix": 1e-2}
 
 
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir) -> Path:
+    """A folder whose data stage has run once; every method's run there reuses it."""
+    folder = tmp_path_factory.mktemp("methods")
+    write_config(folder, tiny_model_dir, "  max_steps: 1\n", samples=60)
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(METHODS))
 def test_every_method_trains_through_the_cli_and_lowers_val_loss(
-    tmp_path: Path, tiny_model_dir, kind: str
+    shared_data: Path, tiny_model_dir, kind: str
 ) -> None:
-    train = f"  max_steps: 16\n  batch_size: 4\n  lr: {LR.get(kind, 5e-3)}\n"
-    config = write_config(tmp_path, tiny_model_dir, train, f"method:\n{METHODS[kind]}", samples=60)
-    result = run_cli("train", config.name, cwd=tmp_path)
+    config = shared_data / f"{kind}.yaml"
+    config.write_text(
+        (shared_data / "train.yaml")
+        .read_text()
+        .replace("name: t", f"name: m-{kind}")
+        .replace(
+            "  max_steps: 1\n", f"  max_steps: 12\n  batch_size: 4\n  lr: {LR.get(kind, 5e-3)}\n"
+        )
+        + f"method:\n{METHODS[kind]}"
+    )
+    result = run_cli("train", config.name, cwd=shared_data)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((run_dir(tmp_path) / "train" / "_stage.json").read_text())["summary"]
+    assert "stage data: skipped" in result.stderr  # prepared once for every method
+    (run,) = (shared_data / "runs" / f"m-{kind}").iterdir()
+    summary = json.loads((run / "train" / "_stage.json").read_text())["summary"]
     assert summary["method"] == kind
     assert summary["val_loss_after"] < summary["val_loss_before"]
-    output = run_dir(tmp_path) / "train" / summary["output"]
+    output = run / "train" / summary["output"]
     assert list(output.glob("*.safetensors")) and not list(output.glob("*.bin"))
 
 
