@@ -227,28 +227,43 @@ class NgramIndex:
         return self
 
     def find(self, segments: Iterable[str]) -> Match | None:
-        """The first overlap of any segment with the index, or None."""
+        """The first overlap of any segment with the index, or None.
+
+        Every n-gram of every segment (and every shorter length that a short
+        indexed segment has) is looked up in one ``searchsorted`` call, in
+        segment order and longest length first, so ``first`` is the earliest hit.
+        """
         self.freeze()
         if not len(self._hashes):
             return None
-        sources: dict[str, None] = {}
-        first, matched = "", 0
+        lengths = sorted({self.n, *self.short_lengths}, reverse=True)
+        parts: list[np.ndarray] = []
+        owners: list[tuple[list[str], int]] = []  # (tokens, k) of each part
         for segment in segments:
             tokens = tokenize(segment)
             if len(tokens) < self.min_tokens:
                 continue
             token_hashes = _hash_tokens(tokens)
-            for k in sorted({self.n, *self.short_lengths}, reverse=True):
+            for k in lengths:
                 grams = _gram_hashes(token_hashes, k)
-                low = np.searchsorted(self._hashes, grams)
-                hits = np.flatnonzero(self._hashes[np.minimum(low, len(self._hashes) - 1)] == grams)
-                if not len(hits):
-                    continue
-                first = first or " ".join(tokens[hits[0] : hits[0] + k])
-                matched += len(hits)
-                high = np.searchsorted(self._hashes, grams[hits], side="right")
-                self._add_sources(sources, low[hits], high)
-        return Match(list(sources), first, matched) if matched else None
+                if len(grams):
+                    parts.append(grams)
+                    owners.append((tokens, k))
+        if not parts:
+            return None
+        grams = np.concatenate(parts)
+        low = np.searchsorted(self._hashes, grams)
+        hits = np.flatnonzero(self._hashes[np.minimum(low, len(self._hashes) - 1)] == grams)
+        if not len(hits):
+            return None
+        part = int(np.searchsorted(np.cumsum([len(g) for g in parts]), hits[0], side="right"))
+        start = int(hits[0]) - sum(len(g) for g in parts[:part])
+        tokens, k = owners[part]
+        first = " ".join(tokens[start : start + k])
+        high = np.searchsorted(self._hashes, grams[hits], side="right")
+        sources: dict[str, None] = {}
+        self._add_sources(sources, low[hits], high)
+        return Match(list(sources), first, len(hits))
 
     def _add_sources(self, sources: dict[str, None], low: np.ndarray, high: np.ndarray) -> None:
         """Add the labels of index entries ``[low, high)``, up to 10 sources in all."""
