@@ -277,3 +277,17 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _supported_combinations(self) -> Config:
+        if self.method.kind == "prefix" and self.train.gradient_checkpointing:
+            raise ValueError(
+                "method.kind prefix does not work with train.gradient_checkpointing "
+                "(PEFT's prefix cache breaks recomputation); turn one of them off"
+            )
+        if self.method.kind in ("prompt", "prefix") and self.train.packing:
+            raise ValueError(
+                f"method.kind {self.method.kind} does not work with train.packing "
+                "(virtual tokens cannot follow a block-diagonal mask); turn packing off"
+            )
+        return self

@@ -63,7 +63,7 @@ def build_tiny_model(
     dialogues = assistant_dialogues(seed=seed, n=spec.corpus_dialogues)
     tokenizer = train_tokenizer(paragraphs, dialogues, spec.vocab_size)
     texts = paragraphs + [tokenizer.apply_chat_template(d, tokenize=False) for d in dialogues]
-    model = LlamaForCausalLM(_llama_config(spec, tokenizer))
+    model = LlamaForCausalLM(llama_config(spec, tokenizer))
     losses = pretrain(model, tokenizer, texts, spec, seed)
     model.generation_config.eos_token_id = [
         tokenizer.convert_tokens_to_ids(IM_END),
@@ -163,7 +163,7 @@ def _blocks(
     return torch.tensor(ids[:usable], dtype=torch.long).view(-1, seq_len)
 
 
-def _llama_config(spec: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+def llama_config(spec: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
     vocab = 64 * math.ceil(len(tokenizer) / 64)  # a multiple of 64 keeps matmuls aligned
     return LlamaConfig(
         vocab_size=vocab,

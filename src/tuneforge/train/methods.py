@@ -57,7 +57,7 @@ def prepare_model(
     model = load_base(model_path, config, dtype, device)
     if is_peft(method):
         return adapters.attach_adapter(model, method)
-    _set_trainable(model, method)
+    set_trainable(model, method)
     return model
 
 
@@ -222,7 +222,7 @@ def load_trained(
             )
         model = load_model(str(folder), dtype=dtype, device=device)
         if trainable:
-            _set_trainable(model, method)
+            set_trainable(model, method)
     if not trainable:
         model.requires_grad_(False)  # PEFT leaves a prompt-learning adapter trainable
     model.train(trainable)
@@ -241,7 +241,7 @@ def sequence_logits(
     return logits[:, logits.shape[1] - input_ids.shape[1] :]
 
 
-def _set_trainable(model: torch.nn.Module, method: MethodConfig) -> None:
+def set_trainable(model: torch.nn.Module, method: MethodConfig) -> None:
     if method.kind == "full":
         model.requires_grad_(True)
         return
