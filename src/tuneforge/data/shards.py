@@ -34,7 +34,7 @@ from tuneforge.data.sample import Sample
 from tuneforge.data.writers import openai_record
 from tuneforge.runs.hashing import file_sha256
 
-PACK_WINDOW = 8192  # samples per best-fit-decreasing window
+PACK_WINDOW = 2048  # samples per best-fit-decreasing window (their token lists are in memory)
 
 _IDS = pa.list_(pa.int32())
 TOKEN_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", _IDS), ("labels", _IDS)])
