@@ -1,6 +1,7 @@
 """Training throughput and memory: tuneforge's SFT against a plain TRL SFTTrainer, and per method.
 
 Usage: ``python -m benchmarks.train_throughput [--quick] [--steps N] [--repeats N] [--work DIR]``
+(default arguments: about 6 minutes on 2 quiet CPU cores; ``--quick``: 2 minutes).
 
 Model: the project's own Llama (:func:`tuneforge.models.tiny.build_tiny_model`: byte-level BPE
 tokenizer with a ChatML template, then ``--pretrain-steps`` of pre-training, default 0: random
@@ -30,20 +31,21 @@ one micro-batch per optimizer step, the same learning rate (``--lr``) and seed o
 
 Trained tokens are tokens whose label is not -100 after the causal shift, counted on the batches
 each trainer really drew (TRL: a wrapper around its collator; its loader draws one batch ahead,
-which is left out). Per optimizer step the wall-clock and the process's CPU time (all threads)
-are noted: ``step s`` and ``CPU s`` are their medians over consecutive steps, ``tok/s
-(median)`` and ``tok/CPU-s`` trained tokens per step over them, and ``tok/s (loop)`` trained
-tokens over the whole loop (tuneforge: ``train_lm``'s ``seconds``, with its final checkpoint;
-TRL: ``trainer.train()``). ``fill`` is real tokens per computed slot. On a machine shared with
-other jobs the wall clock swings several-fold between back-to-back runs, while the CPU time a
-step takes barely moves: the target is judged on the CPU-time ratio, median over ``--repeats``
-interleaved pairs, and the wall-clock ratios are printed beside it.
+which is left out). The wall-clock time is noted at the end of every optimizer step: ``step s``
+is the median step, ``tok/s`` trained tokens per step over it, ``tok/s (loop)`` trained tokens
+over the whole loop (tuneforge: ``train_lm``'s ``seconds``, with its final checkpoint; TRL:
+``trainer.train()``), ``cores`` the process's CPU time over wall time during the steps (2 on a
+quiet machine) and ``fill`` real tokens per computed slot. On a machine shared with other jobs a
+step's wall time (and its CPU time, inflated by spinning threads) swings several-fold from one
+run to the next, and only ever upwards: the pairs run in turns (``--repeats``) and the target is
+judged on the best run of each side, as ``timeit`` does; every pair's ratio is printed too.
 
 Equal loss: both train ``--steps`` optimizer steps (``--match tokens``: tuneforge stops at TRL's
 trained-token count instead, in fewer, fuller steps). Both final models are scored by one
 function on the validation token rows (mean loss per trained token); the target needs
 tuneforge's loss at most 2% above TRL's. Seeds are fixed, so repeats train identical weights
-and only the first TRL run of a pair is scored again.
+and only the first TRL run is scored. ``--work DIR`` keeps the models, the data and every
+finished run, so that an interrupted run continues where it stopped.
 
 Each run is a forked child (:func:`benchmarks.forked.in_child`) started after the libraries are
 imported: ``peak RSS`` is its ``ru_maxrss``, ``+RSS`` what it added to the resident set it
@@ -189,9 +191,9 @@ def trl_record(record: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def mean_row_trained(data_dir: Path, packed: bool) -> float:
-    """Mean trained tokens (after the shift) per training row."""
-    rows = load_rows(data_dir, "train", packed=packed)
+def mean_row_trained(data_dir: Path) -> float:
+    """Mean trained tokens (after the shift) per packed training row."""
+    rows = load_rows(data_dir, "train", packed=True)
     return sum(_trained(labels) for labels in rows.labels) / len(rows)
 
 
@@ -219,16 +221,13 @@ def _step_figures(stamps: list[Stamp], tokens: int, steps: int, seconds: float) 
     wall = [b[0] - a[0] for a, b in itertools.pairwise(stamps)]
     cpu = [b[1] - a[1] for a, b in itertools.pairwise(stamps)]
     step_s = statistics.median(wall) if wall else seconds / steps
-    cpu_s = statistics.median(cpu) if cpu else float("nan")
     return {
         "steps": steps,
         "trained tokens": tokens,
-        "tok/s (median)": tokens / steps / step_s,
+        "tok/s": tokens / steps / step_s,
         "tok/s (loop)": tokens / seconds,
         "step s": step_s,
-        "tok/CPU-s": tokens / steps / cpu_s,
-        "CPU s": cpu_s,
-        "loop s": seconds,
+        "cores": sum(cpu) / sum(wall) if wall else float("nan"),
     }
 
 
@@ -386,33 +385,24 @@ def same_rows(dataset: Any, data_dir: Path) -> dict[str, Any]:
 
 # --- tables ------------------------------------------------------------------------------
 
-COLUMNS = (
-    "steps",
-    "trained tokens",
-    "tok/s (median)",
-    "tok/s (loop)",
-    "step s",
-    "tok/CPU-s",
-    "CPU s",
-    "fill",
-)
+COLUMNS = ("steps", "trained tokens", "tok/s", "tok/s (loop)", "step s", "cores")
 
 
 def table_row(name: str, result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    """One row of the headline table; ``x TRL`` compares tok/s (median) with ``baseline``."""
-    row = {"what": name} | {key: result.get(key, "") for key in COLUMNS}
+    """One row of the headline table; ``x TRL`` compares tok/s with ``baseline``'s."""
+    row = {"what": name} | {key: result[key] for key in COLUMNS}
     return row | {
+        "fill": result.get("fill", ""),
         "val loss": result["val loss"] if result["val loss"] is not None else "",
         **_memory(result),
-        "x TRL (wall)": result["tok/s (median)"] / baseline["tok/s (median)"],
-        "x TRL (CPU)": result["tok/CPU-s"] / baseline["tok/CPU-s"],
+        "x TRL": result["tok/s"] / baseline["tok/s"],
     }
 
 
 def method_row(name: str, result: dict[str, Any], weights: float) -> dict[str, Any]:
     """One row of the method tables."""
     row = {"method": name, "trainable": result["trainable"]}
-    row |= {key: result[key] for key in COLUMNS[:-1]}
+    row |= {key: result[key] for key in COLUMNS}
     return row | {"weights MB": weights} | _memory(result)
 
 
@@ -429,22 +419,14 @@ def _verdict(target: str, wanted: str, got: str, ok: bool) -> dict[str, Any]:
 
 
 def throughput_verdict(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
-    """Median tuneforge/TRL ratio over the repeats (CPU time per step), at equal or lower loss."""
-    cpu = [tf["tok/CPU-s"] / base["tok/CPU-s"] for tf, base in pairs]
-    wall = [tf["tok/s (median)"] / base["tok/s (median)"] for tf, base in pairs]
+    """Best tuneforge run over best TRL run (other jobs only slow runs down), at equal loss."""
+    best = max(tf["tok/s"] for tf, _ in pairs) / max(base["tok/s"] for _, base in pairs)
+    per_pair = ", ".join(f"{tf['tok/s'] / base['tok/s']:.2f}" for tf, base in pairs)
     gap = pairs[0][0]["val loss"] / pairs[0][1]["val loss"] - 1
-    ratio = statistics.median(cpu)
-    got = (
-        f"{ratio:.2f}x on CPU time (runs {_list(cpu)}; wall clock {_list(wall)}); "
-        f"val loss {gap:+.1%} vs TRL"
-    )
+    got = f"{best:.2f}x best of {len(pairs)} (pairs: {per_pair}); val loss {gap:+.1%} vs TRL"
     wanted = f">= {THROUGHPUT_TARGET}x trained tok/s, val loss at most {LOSS_TOLERANCE:.0%} higher"
-    ok = ratio >= THROUGHPUT_TARGET and gap <= LOSS_TOLERANCE
+    ok = best >= THROUGHPUT_TARGET and gap <= LOSS_TOLERANCE
     return _verdict("tuneforge SFT vs TRL default (fp32)", wanted, got, ok)
-
-
-def _list(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
 
 
 def memory_verdict(rows: dict[str, dict[str, Any]], params: int) -> dict[str, Any]:
@@ -463,18 +445,18 @@ def memory_verdict(rows: dict[str, dict[str, Any]], params: int) -> dict[str, An
 # --- the benchmark -----------------------------------------------------------------------
 
 
-def headline(work: Path, budget: Budget, args: argparse.Namespace, fill: float) -> dict:
-    """tuneforge vs TRL default at an equal trained-token budget, repeated; then variants."""
+def headline(runs: Runs, work: Path, budget: Budget, args: argparse.Namespace, fill: float) -> dict:
+    """tuneforge vs TRL default, repeated in turns; then the variants."""
     model, data = work / "model", work / "data"
-    per_step = mean_row_trained(data, packed=True) * budget.batch
+    per_step = mean_row_trained(data) * budget.batch
     pairs, steps = [], args.steps
     for n in range(1, args.repeats + 1):
         # seeds are fixed, so a repeat trains the same weights: TRL's is scored once
         fp32 = {"bf16": False, "score": n == 1}
-        base = timed(f"TRL default, fp32 (run {n})", run_trl, model, data, budget, args.steps, fp32)
+        base = runs(f"TRL default, fp32 (run {n})", run_trl, model, data, budget, args.steps, fp32)
         if args.match == "tokens" and n == 1:
             steps = max(1, round(base["trained tokens"] / per_step))
-        tuned = timed(f"tuneforge SFT (run {n})", run_tuneforge, model, data, budget, steps, "lora")
+        tuned = runs(f"tuneforge SFT (run {n})", run_tuneforge, model, data, budget, steps, "lora")
         base["val loss"] = base["val loss"] if n == 1 else pairs[0][1]["val loss"]
         pairs.append((tuned | {"fill": fill}, base))
     rows = [
@@ -490,33 +472,46 @@ def headline(work: Path, budget: Budget, args: argparse.Namespace, fill: float) 
         ("TRL default, bf16 autocast", args.bf16_steps, run_trl, (bf16,)),
     ):
         if n_steps:
-            result = timed(name, fn, model, data, budget, n_steps, *rest)
+            result = runs(name, fn, model, data, budget, n_steps, *rest)
             rows.append(table_row(name, result, pairs[0][1]))
     return {"pairs": pairs, "rows": rows, "tuneforge_steps": steps}
 
 
-def methods(work: Path, model: str, data: str, budget: Budget, steps: int, kinds: tuple) -> dict:
+def methods(runs: Runs, model: Path, data: Path, budget: Budget, steps: int, kinds: tuple) -> dict:
     """``kinds`` through ``train_lm`` on one model and budget, and their weights' size."""
     rows: dict[str, dict[str, Any]] = {}
     for kind in kinds if steps else ():
-        result = timed(
-            f"{model} {kind}", run_tuneforge, work / model, work / data, budget, steps, kind
-        )
-        weights = run(weights_mb, work / model, kind)["weights MB"]
+        result = runs(f"{model.name} {kind}", run_tuneforge, model, data, budget, steps, kind)
+        weights = run(weights_mb, model, kind)["weights MB"]
         rows[kind] = method_row(kind, result, weights)
     return rows
 
 
-def timed(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """``run(fn, *args)``, with a progress line."""
-    result = run(fn, *args) | {"name": name}
-    print(
-        f"[{time.strftime('%H:%M:%S')}] {name}: {result['steps']} steps, "
-        f"{result['tok/s (median)']:,.1f} trained tok/s, step {result['step s']:.2f}s, "
-        f"val loss {result.get('val loss')}, peak RSS {result['peak_rss']:,.0f} MB",
-        flush=True,
-    )
-    return result
+class Runs:
+    """Runs each measurement in a forked child, with a progress line.
+
+    With a ``path`` (``--work``), finished runs are kept there, so that a rerun after an
+    interruption picks up where it stopped (the same name and arguments: the same run).
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.done = json.loads(path.read_text()) if path and path.is_file() else {}
+
+    def __call__(self, name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict:
+        key = f"{name}: {fn.__name__}{args!r}"
+        result = self.done.get(key) or run(fn, *args) | {"name": name}
+        self.done[key] = result
+        if self.path:
+            self.path.write_text(json.dumps(self.done, indent=1, default=str))
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {name}: {result['steps']} steps, "
+            f"{result['tok/s']:,.1f} trained tok/s, step {result['step s']:.2f}s on "
+            f"{result['cores']:.2f} cores, val loss {result.get('val loss')}, "
+            f"peak RSS {result['peak_rss']:,.0f} MB",
+            flush=True,
+        )
+        return result
 
 
 def setup(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -541,21 +536,21 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=256, help="L: tokens per row")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--steps", type=int, default=8, help="TRL steps of the headline pairs")
+    parser.add_argument("--steps", type=int, default=6, help="TRL steps of the headline pairs")
     parser.add_argument(
         "--match",
         choices=("steps", "tokens"),
         default="steps",
         help="tuneforge trains as many steps as TRL, or as many trained tokens",
     )
-    parser.add_argument("--repeats", type=int, default=2, help="headline tuneforge/TRL pairs")
-    parser.add_argument("--extra-steps", type=int, default=4, help="no-checkpointing, no-packing")
+    parser.add_argument("--repeats", type=int, default=3, help="headline tuneforge/TRL pairs")
+    parser.add_argument("--extra-steps", type=int, default=3, help="no-checkpointing, no-packing")
     parser.add_argument("--bf16-steps", type=int, default=2, help="TRL with bf16 autocast")
-    parser.add_argument("--method-steps", type=int, default=3, help="LoRA/QLoRA/full rows")
+    parser.add_argument("--method-steps", type=int, default=5, help="LoRA/QLoRA/full rows")
     parser.add_argument("--large-steps", type=int, default=2, help="the ~105M-parameter rows")
     parser.add_argument("--large-batch", type=int, default=1, help="rows per step, ~105M model")
     parser.add_argument("--pretrain-steps", type=int, default=0, help="tiny-model pre-training")
-    parser.add_argument("--work", type=Path, help="keep models and data here (reused)")
+    parser.add_argument("--work", type=Path, help="keep models, data and finished runs here")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, one pair")
     args = parser.parse_args()
@@ -579,11 +574,12 @@ def report(work: Path, args: argparse.Namespace) -> None:
         f"lr {budget.lr}, seed {budget.seed}",
         flush=True,
     )
-    head = headline(work, budget, args, books["packing"]["train"]["efficiency"])
-    kinds = ("lora", "qlora", "full")
-    small = methods(work, "model", "data-methods", budget, args.method_steps, kinds)
+    runs = Runs(work / "runs.json" if args.work else None)
+    head = headline(runs, work, budget, args, books["packing"]["train"]["efficiency"])
+    kinds, data = ("lora", "qlora", "full"), work / "data-methods"
+    small = methods(runs, work / "model", data, budget, args.method_steps, kinds)
     big_budget = replace(budget, batch=args.large_batch)
-    big = methods(work, "model-large", "data-methods", big_budget, args.large_steps, kinds[:2])
+    big = methods(runs, work / "model-large", data, big_budget, args.large_steps, kinds[:2])
     print("\n## tuneforge SFT vs TRL SFTTrainer (same model, data, B x L, lr)\n")
     print_table(head["rows"])
     first, tuned = head["pairs"][0][1], head["pairs"][0][0]
