@@ -46,13 +46,6 @@ class Sample:
         """The turns before the compared replies (preference) or the whole conversation."""
         return self.messages
 
-    def to_openai(self) -> dict[str, Any]:
-        """The OpenAI fine-tuning JSONL record of a chat sample."""
-        record: dict[str, Any] = {"messages": self.messages}
-        if self.tools:
-            record["tools"] = self.tools
-        return record
-
     def content_key(self) -> str:
         """Text that identifies the conversation (for splitting and exact dedup)."""
         if self.kind == "text":

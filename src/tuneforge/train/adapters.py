@@ -113,11 +113,6 @@ def attach_adapter(model: Any, method: MethodConfig) -> Any:
     return _keep_prefix_in_generation(peft_model)
 
 
-def attach_lora(model: Any, method: MethodConfig) -> Any:
-    """Wrap a model with a fresh adapter of ``method.kind`` (kept for existing callers)."""
-    return attach_adapter(model, method)
-
-
 def prepare_kbit(model: Any) -> Any:
     """Freeze a 4-bit model and upcast its non-quantized weights, as QLoRA training needs.
 
