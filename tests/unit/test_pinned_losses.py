@@ -25,7 +25,7 @@ from tuneforge.config.schema import Config
 from tuneforge.data.render import render_chat_batch
 from tuneforge.models.load import load_tokenizer
 from tuneforge.train.batching import collate
-from tuneforge.train.lm import accumulate_gradients
+from tuneforge.train.loop import accumulate_gradients
 from tuneforge.train.methods import optimizer_parameters, prepare_model
 
 PINNED = Path(__file__).resolve().parents[1] / "pinned" / "losses.json"
@@ -83,7 +83,7 @@ def three_steps(model_dir: Path, method: dict) -> list[float]:
     accelerator = Accelerator(cpu=True)
     losses = []
     for _ in range(3):
-        loss, _ = accumulate_gradients(model, [batch], accelerator)
+        loss, _, _ = accumulate_gradients(model, [batch], accelerator)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss)

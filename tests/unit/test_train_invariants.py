@@ -12,7 +12,7 @@ from tuneforge.data.packing import collate_packed, pack
 from tuneforge.data.render import render_chat_batch
 from tuneforge.models.load import load_model, load_tokenizer
 from tuneforge.train.batching import collate
-from tuneforge.train.lm import accumulate_gradients
+from tuneforge.train.loop import accumulate_gradients
 
 QUESTIONS = [
     ("Where is my parcel?", "It left the depot this morning and arrives tomorrow."),
@@ -58,10 +58,10 @@ def test_accumulating_eight_single_samples_equals_one_batch_of_eight(
     accelerator = Accelerator(cpu=True)
     ids, labels = [r.input_ids for r in rows], [r.labels for r in rows]
     pad = tokenizer.pad_token_id
-    loss_big, tokens_big = accumulate_gradients(model, [collate(ids, labels, pad)], accelerator)
+    loss_big, tokens_big, _ = accumulate_gradients(model, [collate(ids, labels, pad)], accelerator)
     big = _gradients(model)
     singles = [collate([i], [lab], pad) for i, lab in zip(ids, labels, strict=True)]
-    loss_acc, tokens_acc = accumulate_gradients(model, singles, accelerator)
+    loss_acc, tokens_acc, _ = accumulate_gradients(model, singles, accelerator)
     _close(big, _gradients(model), 1e-5)
     assert tokens_big == tokens_acc == sum(r.trained_tokens for r in rows)
     assert loss_big == pytest.approx(loss_acc, abs=1e-5)
@@ -78,10 +78,10 @@ def test_packed_rows_train_exactly_like_unpacked_samples(tiny_model_dir: Path, r
     packing = pack(ids, labels, seq_len=96)
     assert len(packing.rows) < len(rows) and not packing.too_long
     packed_batch = collate_packed(packing.rows, tokenizer.pad_token_id)
-    loss_packed, tokens_packed = accumulate_gradients(model, [packed_batch], accelerator)
+    loss_packed, tokens_packed, _ = accumulate_gradients(model, [packed_batch], accelerator)
     packed = _gradients(model)
     plain = collate(ids, labels, tokenizer.pad_token_id)
-    loss_plain, tokens_plain = accumulate_gradients(model, [plain], accelerator)
+    loss_plain, tokens_plain, _ = accumulate_gradients(model, [plain], accelerator)
     assert tokens_packed == tokens_plain
     assert loss_packed == pytest.approx(loss_plain, abs=1e-5)
     _close(packed, _gradients(model), 1e-5)

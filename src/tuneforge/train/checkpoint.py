@@ -40,6 +40,7 @@ class TrainState:
     epoch: int = 0
     offset: int = 0  # micro-batches already taken from this epoch's order
     val_before: float | None = None
+    val_metrics_before: dict[str, float] = field(default_factory=dict)
     best_val: float | None = None
     best_step: int | None = None
     evals_without_improvement: int = 0

@@ -1,87 +1,37 @@
 """The next-token recipe: ``sft`` (chat, loss on the replies) and ``pretrain`` (raw text).
 
 Both objectives train the same way; they differ only in the rows the data stage
-renders (:mod:`tuneforge.data.prepare`). The loop below is the whole recipe:
-
-* one optimizer step = ``grad_accum`` micro-batches whose summed token losses are
-  divided by the number of trained tokens in the step, across all processes, so
-  accumulation and data parallelism equal one big batch even for ragged samples;
-* validation loss every ``eval_every`` steps, early stopping with patience (the
-  best weights are restored), checkpoints every ``save_every`` steps and at the
-  end (:mod:`tuneforge.train.checkpoint`), resume from the newest one;
-* SIGTERM/SIGINT save a checkpoint and stop cleanly; a NaN/Inf loss stops with
-  the step and the last good checkpoint, or skips its batch (``on_nan: skip``).
-
-Processes are set up by ``accelerate`` (one process, ``torchrun``/``accelerate
-launch`` with DDP, FSDP or DeepSpeed); the model is loaded in the precision the
-hardware really supports, so no autocast is involved.
+renders (:mod:`tuneforge.data.prepare`). The task is the default one of the
+shared loop (:mod:`tuneforge.train.loop`): summed token losses normalised by the
+trained tokens of the whole optimizer step, with replay rows mixed in.
 """
 
 from __future__ import annotations
 
-import math
-import shutil
-import signal
-import time
-from collections.abc import Callable
-from contextlib import nullcontext, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
-from transformers import get_scheduler, set_seed
 
 from tuneforge.config.schema import Config
-from tuneforge.console import progress, say
-from tuneforge.errors import StageFailed, TrainingStopped
-from tuneforge.models.hardware import device, resolve_dtype
-from tuneforge.models.load import load_tokenizer
-from tuneforge.train.checkpoint import (
-    TrainState,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from tuneforge.train.loss import token_loss_sum, trained_tokens
-from tuneforge.train.methods import (
-    optimizer_parameters,
-    prepare_model,
-    save_trained,
-    update_unfreezing,
-)
+from tuneforge.train.loop import Log, Task, train_task
 from tuneforge.train.replay import load_replay
-from tuneforge.train.rows import MicroBatches, Rows, collate_rows, load_rows
-
-Log = Callable[..., None]
-MAX_SKIPPED = 20  # consecutive non-finite batches before even on_nan: skip gives up
+from tuneforge.train.rows import collate_rows, load_rows
 
 
-@dataclass
-class Session:
-    """Everything one training run holds while its loop turns."""
-
-    config: Config
-    accelerator: Accelerator
-    model: Any
-    optimizer: Any
-    scheduler: Any
-    batches: MicroBatches
-    val_rows: Rows
-    total_steps: int
-    checkpoints: Path
-    key: str
-    log: Log
-    tokenizer: Any
-    dtype: torch.dtype
-    state: TrainState = field(default_factory=TrainState)
-    resume_hint: str = "tuneforge train CONFIG --resume"
-
-    @property
-    def main(self) -> bool:
-        return self.accelerator.is_main_process
+def lm_task(
+    config: Config, data_dir: Path, tokenizer: Any, dtype: torch.dtype, _: Accelerator
+) -> Task:
+    """Token rows (packed or not) with next-token loss, plus replay rows."""
+    packed = config.train.packing
+    return Task(
+        rows=load_rows(data_dir, "train", packed=packed),
+        val_rows=load_rows(data_dir, "val"),
+        collate=lambda rows: collate_rows(rows, tokenizer.pad_token_id, dtype),
+        replay=load_replay(config, tokenizer, packed=packed),
+        replay_fraction=config.train.replay.fraction,
+    )
 
 
 def train_lm(
@@ -96,350 +46,16 @@ def train_lm(
     log: Log = lambda **_: None,
     resume_hint: str = "tuneforge train CONFIG --resume",
 ) -> dict[str, Any]:
-    """Train on the prepared split and save the result (adapter or model) into ``out_dir``.
-
-    Args:
-        config: The whole config (model, method, objective, train, seed).
-        model_path: The base model (hub id or folder).
-        data_dir: The data stage's folder.
-        out_dir: Where the trained adapter or model and the tokenizer go.
-        checkpoints: Folder of this run's checkpoints (outlives the stage folder).
-        key: The train stage's key; a checkpoint made under another key is refused.
-        resume: Continue from the newest complete checkpoint.
-        log: Receives one metrics record per step (``step=..., loss=...``).
-        resume_hint: The command that resumes, for the message after a signal.
-
-    Returns:
-        A summary: steps, validation loss before and after, throughput, best step.
-    """
-    session = open_session(config, model_path, data_dir, checkpoints, key, log)
-    session.resume_hint = resume_hint
-    if resume:
-        _resume(session)
-    elif session.main:
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    if session.state.step == 0:
-        session.state.val_before = validation_loss(session)
-    started, tokens_before = time.time(), session.state.trained_tokens
-    stopped_early = run_loop(session)
-    seconds = time.time() - started
-    if stopped_early and session.state.best_step is not None:
-        _restore_best(session)
-    val_after = validation_loss(session)
-    model = session.accelerator.unwrap_model(session.model)
-    folder = None
-    if session.main:
-        folder = save_trained(model, config.method, out_dir)
-        session.tokenizer.save_pretrained(out_dir / folder)
-    session.accelerator.wait_for_everyone()
-    return _summary(session, model, folder, val_after, seconds, tokens_before)
-
-
-def open_session(
-    config: Config, model_path: str, data_dir: Path, checkpoints: Path, key: str, log: Log
-) -> Session:
-    """Load model and data, build optimizer and schedule, and set up the processes."""
-    # accelerate only sets up CPU data parallelism (gloo) when told it runs on CPU.
-    accelerator = Accelerator(cpu=device().type == "cpu")
-    set_seed(config.seed)
-    dtype = resolve_dtype(config.model.precision, accelerator.device)
-    spec, cfg = config.model, config.train
-    tokenizer = load_tokenizer(
-        model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-    )
-    model = prepare_model(model_path, config, dtype, accelerator.device)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()
-    rows = load_rows(data_dir, "train", packed=cfg.packing)
-    batches = MicroBatches(
-        rows,
-        cfg.batch_size,
-        config.seed,
-        tokenizer.pad_token_id,
-        dtype,
-        replay=load_replay(config, tokenizer, packed=cfg.packing),
-        replay_fraction=cfg.replay.fraction,
-        rank=accelerator.process_index,
-        world=accelerator.num_processes,
-    )
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches.per_epoch / cfg.grad_accum))
-    optimizer = torch.optim.AdamW(
-        optimizer_parameters(model, config.method), lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
-    scheduler = get_scheduler(
-        cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
-        optimizer,
-        num_warmup_steps=math.ceil(cfg.warmup_ratio * total),
-        num_training_steps=total,
-    )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    return Session(
-        config=config,
-        accelerator=accelerator,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        batches=batches,
-        val_rows=load_rows(data_dir, "val"),
-        total_steps=total,
+    """Train with next-token loss; see :func:`tuneforge.train.loop.train_task`."""
+    return train_task(
+        config,
+        model_path,
+        data_dir,
+        out_dir,
+        lm_task,
         checkpoints=checkpoints,
         key=key,
+        resume=resume,
         log=log,
-        tokenizer=tokenizer,
-        dtype=dtype,
+        resume_hint=resume_hint,
     )
-
-
-def run_loop(session: Session) -> bool:
-    """Step until the last step, early stopping or a signal; True when stopped early."""
-    cfg, state = session.config.train, session.state
-    started, tokens_at_start = time.time(), state.trained_tokens
-    with _Signals() as signals, progress() as bar:
-        task = bar.add_task(
-            f"train {session.config.method.kind}", total=session.total_steps, info=""
-        )
-        bar.update(task, completed=state.step)
-        while state.step < session.total_steps:
-            update_unfreezing(
-                session.accelerator.unwrap_model(session.model),
-                session.config.method,
-                state.step,
-            )
-            if not _one_step(session):
-                continue
-            rate = (state.trained_tokens - tokens_at_start) / max(time.time() - started, 1e-9)
-            lr = session.scheduler.get_last_lr()[0]
-            bar.update(
-                task, advance=1, info=f"loss {state.losses[-1]:.3f} lr {lr:.1e} {rate:,.0f} tok/s"
-            )
-            session.log(
-                step=state.step,
-                loss=round(state.losses[-1], 5),
-                lr=lr,
-                epoch=state.epoch,
-                trained_tokens_per_s=round(rate, 1),
-            )
-            stop = _evaluate_if_due(session)
-            if cfg.save_every and state.step % cfg.save_every == 0:
-                _save(session)
-            if signals.received:
-                path = _save(session)
-                raise TrainingStopped(
-                    f"stopped by {signals.received} at step {state.step}; checkpoint {path}. "
-                    f"Resume with: {session.resume_hint}"
-                )
-            if stop:
-                return True
-    _save(session)
-    return False
-
-
-def _one_step(session: Session) -> bool:
-    """One optimizer step over ``grad_accum`` micro-batches; False when a NaN batch was skipped."""
-    cfg, state, accelerator = session.config.train, session.state, session.accelerator
-    group = [next(session.batches) for _ in range(cfg.grad_accum)]
-    state.epoch, state.offset = session.batches.epoch, session.batches.offset
-    loss, tokens = accumulate_gradients(session.model, group, accelerator)
-    if not math.isfinite(loss):
-        session.optimizer.zero_grad(set_to_none=True)
-        state.skipped += 1
-        if cfg.on_nan == "skip" and state.skipped < MAX_SKIPPED:
-            say(f"step {state.step + 1}: loss is {loss}; batch skipped (train.on_nan: skip)")
-            return False
-        last = latest_checkpoint(session.checkpoints)
-        raise StageFailed(
-            f"loss is {loss} at step {state.step + 1}; last good checkpoint: "
-            f"{last or 'none'} (lower train.lr, or set train.on_nan: skip)"
-        )
-    state.skipped = 0
-    accelerator.clip_grad_norm_(session.model.parameters(), cfg.max_grad_norm)
-    session.optimizer.step()
-    session.scheduler.step()
-    session.optimizer.zero_grad(set_to_none=True)
-    state.step += 1
-    state.trained_tokens += tokens
-    state.losses.append(loss)
-    return True
-
-
-def accumulate_gradients(
-    model: Any, group: list[dict[str, torch.Tensor]], accelerator: Accelerator
-) -> tuple[float, int]:
-    """Backward over an optimizer step's micro-batches; returns (mean token loss, tokens).
-
-    Each micro-batch's summed token loss is divided by the trained tokens of the
-    whole step on all processes, so the gradient equals that of one batch holding
-    every micro-batch, however ragged the samples.
-    """
-    local = sum(trained_tokens(b["labels"]) for b in group)
-    tokens = int(accelerator.reduce(torch.tensor(local, device=accelerator.device), "sum"))
-    loss_sum = torch.zeros((), device=accelerator.device)
-    for index, batch in enumerate(group):
-        last = index == len(group) - 1
-        with nullcontext() if last else accelerator.no_sync(model):
-            part = _loss_sum(model, batch, accelerator.device)
-            # DDP averages gradients over processes; scaling by their number makes it a sum.
-            accelerator.backward(part * accelerator.num_processes / max(tokens, 1))
-            loss_sum += part.detach()
-    return float(accelerator.reduce(loss_sum, "sum")) / max(tokens, 1), tokens
-
-
-def _loss_sum(model: Any, batch: dict[str, torch.Tensor], dev: torch.device) -> torch.Tensor:
-    batch = {k: v.to(dev) for k, v in batch.items()}
-    labels = batch.pop("labels")
-    logits = model(**batch).logits
-    # Prompt tuning prepends virtual tokens; the positions that match the labels are the last.
-    loss, _ = token_loss_sum(logits[:, -labels.size(1) :], labels)
-    return loss
-
-
-@torch.no_grad()
-def validation_loss(session: Session) -> float | None:
-    """Mean next-token loss over the validation split's trained tokens (None without one)."""
-    rows = session.val_rows
-    if not len(rows):
-        return None
-    model, dev = session.model, session.accelerator.device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    size = session.config.train.batch_size
-    for start in range(0, len(rows), size):
-        batch = collate_rows(
-            rows.take(list(range(start, min(start + size, len(rows))))),
-            session.tokenizer.pad_token_id,
-            session.dtype,
-        )
-        count += trained_tokens(batch["labels"])
-        total += float(_loss_sum(model, batch, dev))
-    model.train(was_training)
-    return total / count if count else None
-
-
-def _evaluate_if_due(session: Session) -> bool:
-    """Validation loss every ``eval_every`` steps; True when patience has run out."""
-    cfg, state = session.config.train, session.state
-    if not cfg.eval_every or state.step % cfg.eval_every:
-        return False
-    val = validation_loss(session)
-    if val is None:
-        return False
-    session.log(step=state.step, val_loss=round(val, 5))
-    if state.best_val is None or val < state.best_val:
-        state.best_val, state.best_step, state.evals_without_improvement = val, state.step, 0
-        if cfg.early_stopping_patience:
-            _save(session)  # the best weights, restored if training stops early
-        return False
-    state.evals_without_improvement += 1
-    patience = cfg.early_stopping_patience
-    if patience and state.evals_without_improvement >= patience:
-        say(
-            f"early stopping at step {state.step}: best val loss {state.best_val:.4f} "
-            f"at step {state.best_step}"
-        )
-        return True
-    return False
-
-
-def _save(session: Session) -> Path:
-    path = session.checkpoints / f"step-{session.state.step}"
-    if session.main:
-        path = save_checkpoint(
-            session.checkpoints,
-            session.accelerator.unwrap_model(session.model),
-            session.optimizer,
-            session.scheduler,
-            session.state,
-            session.key,
-            session.config.train.keep_checkpoints,
-        )
-    session.accelerator.wait_for_everyone()
-    return path
-
-
-def _resume(session: Session) -> None:
-    path = latest_checkpoint(session.checkpoints)
-    if path is None:
-        say(f"no checkpoint in {session.checkpoints}: training from the start")
-        return
-    session.state = load_checkpoint(
-        path,
-        session.accelerator.unwrap_model(session.model),
-        session.optimizer,
-        session.scheduler,
-        session.key,
-    )
-    session.batches.seek(session.state.epoch, session.state.offset)
-    say(f"resumed from {path} (step {session.state.step} of {session.total_steps})")
-
-
-def _restore_best(session: Session) -> None:
-    path = session.checkpoints / f"step-{session.state.best_step}" / "trainable.safetensors"
-    if path.is_file():
-        model = session.accelerator.unwrap_model(session.model)
-        model.load_state_dict(load_file(path), strict=False)
-        say(f"restored the best weights (step {session.state.best_step})")
-
-
-def _summary(
-    session: Session,
-    model: Any,
-    folder: str | None,
-    val_after: float | None,
-    seconds: float,
-    tokens_before: int,
-) -> dict[str, Any]:
-    state, config = session.state, session.config
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    last = state.losses[-10:]
-    return {
-        "method": config.method.kind,
-        "objective": config.objective,
-        "output": folder,
-        "steps": state.step,
-        "total_steps": session.total_steps,
-        "processes": session.accelerator.num_processes,
-        "train_samples": len(session.batches.rows),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "precision": str(session.dtype).removeprefix("torch."),
-        "device": session.accelerator.device.type,
-        "train_loss_last": round(sum(last) / len(last), 5) if last else None,
-        "val_loss_before": _round(state.val_before),
-        "val_loss_after": _round(val_after),
-        "best_val_loss": _round(state.best_val),
-        "best_step": state.best_step,
-        "trained_tokens": state.trained_tokens,
-        "trained_tokens_per_s": round(
-            (state.trained_tokens - tokens_before) / max(seconds, 1e-9), 1
-        ),
-        "seconds": round(seconds, 2),
-    }
-
-
-def _round(value: float | None) -> float | None:
-    return round(value, 5) if value is not None else None
-
-
-class _Signals:
-    """Turn SIGTERM/SIGINT into a flag the loop checks after each step."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with suppress(ValueError):  # not the main thread: leave signals alone
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = signal.Signals(signum).name

@@ -16,8 +16,10 @@ Under data parallelism every rank walks the same order; a global micro-batch of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import torch
@@ -90,7 +92,7 @@ class MicroBatches:
     """Endless seeded micro-batches with a position that checkpoints can store.
 
     Args:
-        rows: The training rows.
+        rows: The training rows (:class:`Rows`, or any table with ``len`` and ``take``).
         batch_size: Rows per micro-batch on each rank.
         seed: Fixes every epoch's order.
         pad_id: Padding token id.
@@ -98,11 +100,12 @@ class MicroBatches:
         replay: General-domain rows to mix in, or None.
         replay_fraction: Share of each epoch that is replay rows.
         rank: This process's rank; ``world`` is the number of processes.
+        collate: Rows -> micro-batch (default: :func:`collate_rows`).
     """
 
     def __init__(
         self,
-        rows: Rows,
+        rows: Any,
         batch_size: int,
         seed: int,
         pad_id: int,
@@ -112,6 +115,7 @@ class MicroBatches:
         replay_fraction: float = 0.0,
         rank: int = 0,
         world: int = 1,
+        collate: Callable[[Any], dict[str, torch.Tensor]] | None = None,
     ) -> None:
         if not len(rows):
             raise ValueError("no training rows")
@@ -121,6 +125,7 @@ class MicroBatches:
         self.replay_count = (
             round(len(rows) * replay_fraction / (1 - replay_fraction)) if self.replay else 0
         )
+        self.collate = collate or (lambda rows: collate_rows(rows, pad_id, dtype))
         self.epoch, self.offset = 0, 0
         self._order: list[int] | None = None
         self._picks: list[int] = []
@@ -149,7 +154,7 @@ class MicroBatches:
         self.offset += 1
         share = math.ceil(len(chunk) / self.world)
         mine = chunk[self.rank * share : (self.rank + 1) * share] or chunk[-1:]
-        return collate_rows(self._gather(mine), self.pad_id, self.dtype)
+        return self.collate(self._gather(mine))
 
     def _gather(self, indices: list[int]) -> Rows:
         train = [i for i in indices if i < len(self.rows)]
