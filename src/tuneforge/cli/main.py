@@ -13,7 +13,15 @@ import typer.main
 from rich.markup import escape
 
 from tuneforge import __version__
-from tuneforge.cli import adapters_cmd, config_cmd, data_cmd, models_cmd, plan_cmd, stages
+from tuneforge.cli import (
+    adapters_cmd,
+    config_cmd,
+    data_cmd,
+    models_cmd,
+    plan_cmd,
+    reward_cmd,
+    stages,
+)
 from tuneforge.console import err
 from tuneforge.errors import TuneforgeError
 
@@ -51,6 +59,7 @@ app.add_typer(config_cmd.config_app, name="config")
 app.add_typer(models_cmd.models_app, name="models")
 app.add_typer(adapters_cmd.adapters_app, name="adapters")
 app.command("plan")(plan_cmd.plan)
+app.add_typer(reward_cmd.reward_app, name="reward")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,15 +19,27 @@ from tuneforge.console import out
 from tuneforge.pipeline import STAGES
 
 
-def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False) -> None:
+def run(
+    configs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Config files, run in order; a later one can build on an earlier run "
+            "(model.name_or_path: run:NAME, rl.reward_model: run:NAME)."
+        ),
+    ],
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
     """Run every stage: data -> train -> eval -> export, skipping unchanged ones."""
-    pipeline = open_pipeline(config, set_, force, new_run=True)
-    for stage in STAGES:
-        if stage != "base" or pipeline.config.model.name_or_path == "tiny":
-            pipeline.execute(stage)
-    print_metrics(pipeline.done["eval"].summary)
-    export = pipeline.done["export"].path.resolve()
-    out.print(f"run: {pipeline.run.path}\nexported: {export}")
+    for config in configs:
+        # each config is loaded when its turn comes, so run:NAME finds the run just made
+        pipeline = open_pipeline(config, set_, force, new_run=True)
+        for stage in STAGES:
+            if stage != "base" or pipeline.config.model.name_or_path == "tiny":
+                pipeline.execute(stage)
+        print_metrics(pipeline.done["eval"].summary)
+        export = pipeline.done["export"].path.resolve()
+        out.print(f"run: {pipeline.run.path}\nexported: {export}")
 
 
 def train(
@@ -53,9 +66,14 @@ def train(
     pipeline.resume, pipeline.nproc, pipeline.launcher_config = resume, nproc, launcher_config
     result = pipeline.execute("train")
     s = result.summary
+    extra = "".join(
+        f", val {name[4:-7]} {s[name]} -> {s[name[:-7] + '_after']}"
+        for name in s
+        if name.startswith("val_") and name.endswith("_before") and name != "val_loss_before"
+    )
     out.print(
         f"trained {s['steps']} steps ({s['method']}, {s['objective']}): val loss "
-        f"{s['val_loss_before']} -> {s['val_loss_after']}, "
+        f"{s['val_loss_before']} -> {s['val_loss_after']}{extra}, "
         f"{s['trained_tokens_per_s']:,.0f} trained tokens/s -> {result.path}"
     )
 

@@ -178,12 +178,51 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+RUN_PREFIX = "run:"
+
+
+def resolve_run_reference(value: str, runs_dir: str, key: str) -> str:
+    """``run:NAME`` -> the merged model exported by the newest finished run named NAME.
+
+    Other values are returned unchanged. This is how one config builds on another
+    (SFT -> reward model -> RL): the later config names the earlier run.
+
+    Raises:
+        ConfigError: no run of that name has finished its export stage.
+    """
+    if not value.startswith(RUN_PREFIX):
+        return value
+    name = value.removeprefix(RUN_PREFIX)
+    root = Path(runs_dir).expanduser().resolve() / name
+    finished = [marker.parent for marker in root.glob("*/export/_stage.json") if marker.is_file()]
+    merged = [f.resolve() / "merged" for f in finished if (f / "merged" / "config.json").is_file()]
+    if not merged:
+        raise ConfigError(
+            f"{key} {value!r}: no finished run named {name!r} with a merged export under "
+            f"{root.parent}; run that config first (tuneforge run CONFIG)"
+        )
+    return str(max(merged, key=lambda folder: (folder / "config.json").stat().st_mtime))
+
+
 def _resolve_paths(config: Config, base: Path) -> Config:
     """Make data, replay, adapter and local model paths absolute (relative to the config)."""
     data_path = Path(config.data.path).expanduser()
     if not data_path.is_absolute():
         config.data.path = str((base / data_path).resolve())
-    name = config.model.name_or_path
+    name = config.model.name_or_path = resolve_run_reference(
+        config.model.name_or_path, config.runs_dir, "model.name_or_path"
+    )
+    if config.rl.reward_model:
+        config.rl.reward_model = resolve_run_reference(
+            config.rl.reward_model, config.runs_dir, "rl.reward_model"
+        )
+        if not Path(config.rl.reward_model).expanduser().is_absolute():
+            config.rl.reward_model = str((base / config.rl.reward_model).resolve())
+    for index, spec in enumerate(config.rl.reward_functions):
+        module, _, function = spec.partition(":")
+        file = Path(module if module.endswith(".py") else f"{module}.py")
+        if not file.is_absolute() and (base / file).is_file():
+            config.rl.reward_functions[index] = f"{(base / file).resolve()}:{function}"
     if name != "tiny" and (name.startswith((".", "/", "~")) or (base / name).is_dir()):
         model_path = Path(name).expanduser()
         if not model_path.is_absolute():

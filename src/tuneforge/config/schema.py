@@ -112,7 +112,7 @@ class DataConfig(Section):
         "relative to the config file."
     )
     format: Literal[
-        "auto", "openai", "chat", "alpaca", "sharegpt", "preference", "unpaired", "text"
+        "auto", "openai", "chat", "alpaca", "sharegpt", "preference", "ranked", "unpaired", "text"
     ] = "auto"
     mapping: dict[str, str] = Field(
         default_factory=dict, description="Our field name -> your column, e.g. {instruction: q}."
@@ -246,6 +246,78 @@ class TrainConfig(Section):
         return self
 
 
+PREFERENCE_OBJECTIVES = ("reward", "dpo", "orpo", "kto", "simpo")
+RL_OBJECTIVES = ("grpo", "rloo")
+Objective = Literal["sft", "pretrain", "reward", "dpo", "orpo", "kto", "simpo", "grpo", "rloo"]
+
+
+class PreferenceConfig(Section):
+    """Reward-model and offline preference objectives (defaults from the papers)."""
+
+    beta: float | None = Field(
+        None,
+        gt=0,
+        description="Strength of the preference term; null: the method's default "
+        "(dpo/kto 0.1, orpo 0.1, simpo 2.0).",
+    )
+    loss: Literal["sigmoid", "ipo", "hinge"] = Field(
+        "sigmoid", description="DPO variant: sigmoid (DPO), ipo (IPO), hinge (SLiC)."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Assumed share of flipped labels (conservative DPO)."
+    )
+    margin: float = Field(
+        0.0,
+        description="Reward model: the chosen score must beat the rejected one by this much "
+        "(added to a pair's own 'margin' field when it has one).",
+    )
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO target margin over beta.")
+    desirable_weight: float = Field(1.0, gt=0, description="KTO weight of desirable samples.")
+    undesirable_weight: float = Field(1.0, gt=0, description="KTO weight of undesirable samples.")
+    sft_weight: float = Field(
+        0.0, ge=0, description="Add this times the chosen replies' NLL (dpo, simpo)."
+    )
+
+
+class RLConfig(Section):
+    """Online RL (grpo, rloo): sample completions, score them, push the policy up the reward."""
+
+    reward_model: str | None = Field(
+        None, description="A trained reward model: a folder, or run:NAME for a run's export."
+    )
+    reward_functions: list[str] = Field(
+        default_factory=list,
+        description="Python rewards as module:function (a .py beside the config or importable); "
+        "each gets (prompts, completions) and returns one float per completion.",
+    )
+    reward_weights: list[float] | None = Field(
+        None, description="Weights of reward_model then reward_functions (default: all 1)."
+    )
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt.")
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    kl_coef: float = Field(0.04, ge=0, description="Weight of the KL penalty to the reference.")
+    clip: float = Field(0.2, gt=0, description="PPO-style ratio clipping epsilon.")
+    updates_per_batch: int = Field(
+        1,
+        ge=1,
+        description="Optimizer steps on each batch of completions (ratio clipping "
+        "matters from the second on).",
+    )
+    eval_prompts: int = Field(32, ge=1, description="Held-out prompts scored before and after.")
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> RLConfig:
+        sources = int(self.reward_model is not None) + len(self.reward_functions)
+        if self.reward_weights is not None and len(self.reward_weights) != sources:
+            raise ValueError(
+                f"rl.reward_weights has {len(self.reward_weights)} values for {sources} "
+                "rewards (reward_model, then each of reward_functions)"
+            )
+        return self
+
+
 class EvalConfig(Section):
     """Generation-based evaluation on the test split."""
 
@@ -271,9 +343,13 @@ class Config(Section):
     model: ModelConfig
     data: DataConfig
     method: MethodConfig = Field(default_factory=MethodConfig)
-    objective: Literal["sft", "pretrain"] = Field(
-        "sft", description="sft: chat samples, loss on replies; pretrain: raw text, loss on all."
+    objective: Objective = Field(
+        "sft",
+        description="sft: chat, loss on replies; pretrain: raw text; reward: a reward model on "
+        "preference pairs; dpo/orpo/simpo: pairs; kto: unpaired (or pairs); grpo/rloo: online RL.",
     )
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
@@ -284,6 +360,16 @@ class Config(Section):
             raise ValueError(
                 "method.kind prefix does not work with train.gradient_checkpointing "
                 "(PEFT's prefix cache breaks recomputation); turn one of them off"
+            )
+        rewards = self.rl.reward_model or self.rl.reward_functions
+        if self.objective in RL_OBJECTIVES and not rewards:
+            raise ValueError(
+                f"objective {self.objective} needs rl.reward_model and/or rl.reward_functions"
+            )
+        if self.train.packing and self.objective not in ("sft", "pretrain"):
+            raise ValueError(
+                f"train.packing is for sft and pretrain; objective {self.objective} compares "
+                "whole sequences, so turn packing off"
             )
         if self.method.kind in ("prompt", "prefix") and self.train.packing:
             raise ValueError(

@@ -6,14 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tuneforge.config.schema import Config
 from tuneforge.data.prepare import read_split
-from tuneforge.data.render import prompt_messages
+from tuneforge.data.render import prompt_messages, render_chat_batch
 from tuneforge.errors import DataError
 from tuneforge.eval.generate import generate
 from tuneforge.eval.metrics import score
 from tuneforge.models.hardware import device, resolve_dtype
 from tuneforge.models.load import load_tokenizer
+from tuneforge.train.batching import collate
 from tuneforge.train.methods import is_peft, load_base, load_trained
 
 
@@ -28,7 +31,10 @@ def evaluate(
     if not records:
         raise DataError("eval: the test and validation splits are empty; raise data.test_fraction")
     records = records[: config.eval.max_samples] if config.eval.max_samples else records
-    prompts, references = zip(*(prompt_messages(r["messages"]) for r in records), strict=True)
+    if config.objective == "reward":
+        return evaluate_reward_model(config, model_path, records, train_dir, out_dir)
+    records = [r for r in records if r.get("label", True) is not False]  # KTO: desirable only
+    prompts, references = zip(*(prompt_and_reference(r) for r in records), strict=True)
     spec = config.model
     dev = device()
     tokenizer = load_tokenizer(
@@ -62,6 +68,80 @@ def evaluate(
             row = {"id": record["id"], "reference": references[index]}
             row.update({name: preds[index] for name, preds in outputs.items()})
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "report.md").write_text(markdown_table(report) + "\n")
+    return report
+
+
+def prompt_and_reference(record: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """A test record's prompt messages and reference reply (the chosen one of a pair)."""
+    if "input" in record:  # an OpenAI preference record
+        chosen = record.get("preferred_output") or [{}]
+        return record["input"]["messages"], str(chosen[-1].get("content") or "")
+    messages = record["messages"]
+    if not any(m["role"] == "assistant" for m in messages):
+        return messages, ""
+    return prompt_messages(messages)
+
+
+def evaluate_reward_model(
+    config: Config,
+    model_path: str,
+    records: list[dict[str, Any]],
+    train_dir: Path,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Pairwise accuracy and mean margin of the reward model (and its base) on held-out pairs."""
+    from tuneforge.train.reward import reward_scores
+
+    pairs = [r for r in records if "input" in r]
+    if not pairs:
+        raise DataError("eval: no preference pairs in the test or validation split")
+    spec, dev = config.model, device()
+    tokenizer = load_tokenizer(
+        model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+    )
+    model = load_trained(model_path, config, train_dir, resolve_dtype(spec.precision, dev), dev)
+    chosen = [[*r["input"]["messages"], *r["preferred_output"]] for r in pairs]
+    rejected = [[*r["input"]["messages"], *r["non_preferred_output"]] for r in pairs]
+
+    def margins() -> list[float]:
+        scores = []
+        for side in (chosen, rejected):
+            rendered = render_chat_batch(
+                tokenizer, [(c, None) for c in side], max_length=config.data.max_length
+            )
+            ids = [r.input_ids for r in rendered]
+            values = []
+            for start in range(0, len(ids), config.eval.batch_size):
+                batch = collate(
+                    ids[start : start + config.eval.batch_size],
+                    ids[start : start + config.eval.batch_size],
+                    tokenizer.pad_token_id,
+                )
+                with torch.no_grad():
+                    values += reward_scores(
+                        model, batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
+                    ).tolist()
+            scores.append(values)
+        return [c - r for c, r in zip(*scores, strict=True)]
+
+    found = {"tuned": margins()}
+    if config.eval.compare_base and is_peft(config.method):
+        with model.disable_adapter():
+            found["base"] = margins()
+    metrics = {
+        name: {
+            "pairwise_accuracy": round(sum(m > 0 for m in values) / len(values), 4),
+            "mean_margin": round(sum(values) / len(values), 4),
+        }
+        for name, values in found.items()
+    }
+    report = {"samples": len(pairs), "split": "test", "metrics": metrics}
+    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
+        for index, record in enumerate(pairs):
+            row = {"id": record["id"], **{f"{n}_margin": v[index] for n, v in found.items()}}
+            handle.write(json.dumps(row) + "\n")
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "report.md").write_text(markdown_table(report) + "\n")
     return report

@@ -11,7 +11,12 @@ import os
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 from tuneforge.errors import ModelError
 from tuneforge.models.local import check_local_model_dir, is_local
@@ -42,8 +47,10 @@ def load_model(
     device: torch.device | str = "cpu",
     quantize: bool = False,
     double_quant: bool = True,
+    head: str = "causal",
+    pad_token_id: int | None = None,
 ) -> Any:
-    """Load a causal LM from safetensors weights only.
+    """Load a causal LM (or a reward model) from safetensors weights only.
 
     Args:
         name_or_path: Hub id or local folder.
@@ -53,6 +60,10 @@ def load_model(
         device: Where the model goes.
         quantize: Load the linear layers as bitsandbytes 4-bit NF4 (QLoRA's base).
         double_quant: With ``quantize``, also quantize the quantization constants.
+        head: ``causal`` (language-model head) or ``score`` (one scalar per sequence: a
+            reward model; a causal checkpoint gets a new, randomly initialised score head).
+        pad_token_id: With ``score``, recorded in the model config (the head's pooling
+            looks for it).
 
     Raises:
         ModelError: the model cannot be loaded, or bitsandbytes is missing for ``quantize``.
@@ -60,11 +71,17 @@ def load_model(
     source = _source(name_or_path)
     options: dict[str, Any] = {}
     if quantize:
-        options["quantization_config"] = nf4_config(dtype, torch.device(device), double_quant)
+        # a reward model's score head is new and tiny: it stays in full precision
+        skip = ["score"] if head == "score" else None
+        options["quantization_config"] = nf4_config(dtype, torch.device(device), double_quant, skip)
         # quantized weights are placed while loading; bitsandbytes models refuse .to()
         options["device_map"] = {"": torch.device(device)}
+    auto: Any = AutoModelForCausalLM
+    if head == "score":
+        auto = AutoModelForSequenceClassification
+        options.update(num_labels=1, pad_token_id=pad_token_id)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto.from_pretrained(
             source,
             dtype=dtype,
             revision=revision,
@@ -77,7 +94,9 @@ def load_model(
     return model if quantize else model.to(device)
 
 
-def nf4_config(dtype: torch.dtype, device: torch.device, double_quant: bool) -> Any:
+def nf4_config(
+    dtype: torch.dtype, device: torch.device, double_quant: bool, skip: list[str] | None = None
+) -> Any:
     """The QLoRA quantization: 4-bit NormalFloat weights, computed in ``dtype`` (fp32 on CPU).
 
     Raises:
@@ -98,6 +117,7 @@ def nf4_config(dtype: torch.dtype, device: torch.device, double_quant: bool) -> 
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=double_quant,
         bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=skip,
     )
 
 

@@ -69,8 +69,11 @@ def check_adapter_dir(folder: str | Path, key: str = "adapter") -> Path:
     return path
 
 
-def peft_config(method: MethodConfig) -> Any:
-    """The PEFT config for a PEFT ``method.kind`` (lora, dora, qlora, ia3, prompt, prefix)."""
+def peft_config(method: MethodConfig, task_type: str = "CAUSAL_LM") -> Any:
+    """The PEFT config for a PEFT ``method.kind`` (lora, dora, qlora, ia3, prompt, prefix).
+
+    ``task_type`` ``SEQ_CLS`` (a reward model) also trains and saves the score head.
+    """
     if method.kind in ("lora", "dora", "qlora"):
         return _peft().LoraConfig(
             r=method.r,
@@ -79,24 +82,24 @@ def peft_config(method: MethodConfig) -> Any:
             target_modules=method.target_modules,
             use_dora=method.kind == "dora",
             use_rslora=method.rslora,
-            task_type="CAUSAL_LM",
+            task_type=task_type,
         )
     if method.kind == "ia3":
         if method.target_modules == "all-linear":
-            return _peft().IA3Config(task_type="CAUSAL_LM")  # PEFT's per-architecture defaults
+            return _peft().IA3Config(task_type=task_type)  # PEFT's per-architecture defaults
         feedforward = [m for m in method.target_modules if m in FEEDFORWARD_NAMES]
         return _peft().IA3Config(
             target_modules=method.target_modules,
             feedforward_modules=feedforward,
-            task_type="CAUSAL_LM",
+            task_type=task_type,
         )
     if method.kind == "prompt":
         return _peft().PromptTuningConfig(
-            num_virtual_tokens=method.virtual_tokens, task_type="CAUSAL_LM"
+            num_virtual_tokens=method.virtual_tokens, task_type=task_type
         )
     if method.kind == "prefix":
         return _peft().PrefixTuningConfig(
-            num_virtual_tokens=method.virtual_tokens, task_type="CAUSAL_LM"
+            num_virtual_tokens=method.virtual_tokens, task_type=task_type
         )
     raise ConfigError(f"method.kind {method.kind!r}: not a PEFT adapter kind")
 
@@ -105,12 +108,18 @@ def attach_adapter(model: Any, method: MethodConfig) -> Any:
     """Wrap ``model`` with a fresh adapter named ``method.adapter_name``; only it trains."""
     name = check_adapter_name(method.adapter_name, "method.adapter_name")
     try:
-        peft_model = _peft().get_peft_model(model, peft_config(method), adapter_name=name)
+        config = peft_config(method, task_type(model))
+        peft_model = _peft().get_peft_model(model, config, adapter_name=name)
     except ValueError as err:
         raise ConfigError(
             f"method.target_modules {method.target_modules!r}: {_first(err)}"
         ) from None
     return _keep_prefix_in_generation(peft_model)
+
+
+def task_type(model: Any) -> str:
+    """PEFT's task type: SEQ_CLS for a sequence scorer (a reward model), else CAUSAL_LM."""
+    return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
 
 
 def prepare_kbit(model: Any) -> Any:

@@ -43,9 +43,9 @@ def train_in_processes(
 ) -> dict[str, Any]:
     """Train in this process (``nproc`` 1, no launcher config) or in launched workers."""
     if nproc == 1 and launcher_config is None:
-        from tuneforge.train.lm import train_lm
+        from tuneforge.train.recipes import train
 
-        return train_lm(
+        return train(
             config,
             model_path,
             data_dir,

@@ -15,6 +15,7 @@ PEFT itself is only touched through :mod:`tuneforge.train.adapters`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -93,6 +94,7 @@ def load_base(
         device=device,
         quantize=quantize,
         double_quant=method.double_quant,
+        **head_options(model_path, config),
     )
     # on a 4-bit base the merge dequantizes, adds and re-quantizes each weight:
     # deterministic, so training, eval and a reload all see the same base
@@ -101,6 +103,19 @@ def load_base(
         model = adapters.prepare_kbit(model)
     model.requires_grad_(False)
     return model
+
+
+def head_options(model_path: str, config: Config) -> dict[str, Any]:
+    """``load_model`` options for the objective's head: a score head for a reward model."""
+    if config.objective != "reward":
+        return {}
+    from tuneforge.models.load import load_tokenizer
+
+    spec = config.model
+    tokenizer = load_tokenizer(
+        model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+    )
+    return {"head": "score", "pad_token_id": tokenizer.pad_token_id}
 
 
 def optimizer_parameters(model: torch.nn.Module, method: MethodConfig) -> list[torch.nn.Parameter]:
@@ -220,7 +235,8 @@ def load_trained(
                 f"train output {str(folder)!r}: no saved model for method.kind {method.kind!r}; "
                 "run `tuneforge train` first"
             )
-        model = load_model(str(folder), dtype=dtype, device=device)
+        head = head_options(model_path, config)
+        model = load_model(str(folder), dtype=dtype, device=device, **head)
         if trainable:
             set_trainable(model, method)
     if not trainable:

@@ -17,7 +17,7 @@ from typing import Any
 from tuneforge.config.load import load_config
 from tuneforge.console import quiet_libraries
 from tuneforge.errors import TrainingStopped
-from tuneforge.train.lm import train_lm
+from tuneforge.train.recipes import train
 
 
 def main(job_file: str) -> int:
@@ -34,7 +34,7 @@ def main(job_file: str) -> int:
                 handle.write(json.dumps(line) + "\n")
 
     try:
-        summary = train_lm(
+        summary = train(
             config,
             job["model_path"],
             Path(job["data_dir"]),
