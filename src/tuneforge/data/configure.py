@@ -25,8 +25,29 @@ from tuneforge.data.sample import Sample
 from tuneforge.data.steps import FilterStep, Step
 from tuneforge.errors import DataError
 
-# The sample kinds each objective trains on; preference kinds are for later objectives.
-OBJECTIVE_KINDS = {"sft": ("chat",), "pretrain": ("text", "chat")}
+# The sample kinds each objective trains on. KTO takes a preference pair as two unpaired
+# rows (chosen desirable, rejected undesirable); online RL uses only the prompts.
+OBJECTIVE_KINDS = {
+    "sft": ("chat",),
+    "pretrain": ("text", "chat"),
+    "reward": ("preference",),
+    "dpo": ("preference",),
+    "orpo": ("preference",),
+    "simpo": ("preference",),
+    "kto": ("unpaired", "preference"),
+    "grpo": ("chat", "preference"),
+    "rloo": ("chat", "preference"),
+}
+# The folder each objective's training rows go to beside tokens/ (sft and pretrain: none).
+OBJECTIVE_OUTPUTS = {
+    "reward": "pairs",
+    "dpo": "pairs",
+    "orpo": "pairs",
+    "simpo": "pairs",
+    "kto": "unpaired",
+    "grpo": "prompts",
+    "rloo": "prompts",
+}
 
 
 def build_steps(

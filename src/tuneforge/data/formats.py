@@ -18,7 +18,15 @@ The format is detected per record unless one is named:
   or a list of messages) after a prompt given as ``prompt`` (text or messages),
   ``messages``, sharegpt ``conversations``, alpaca ``instruction``, or implicitly
   as the turns both replies share; or OpenAI's DPO record ``{"input":
-  {"messages"}, "preferred_output", "non_preferred_output"}``.
+  {"messages"}, "preferred_output", "non_preferred_output"}``. A numeric
+  ``margin`` (how much better the chosen reply is) is kept in ``meta["margin"]``.
+- ``ranked``: a prompt (``prompt`` as text or messages, ``messages``, sharegpt
+  ``conversations`` or alpaca ``instruction``) and ``responses``: strings, best
+  first, or objects ``{"content"|"text": ..., "rank": int}`` (1 is best; ties
+  allowed); an optional ``ranking`` of 0-based indices into ``responses``, best
+  first, decides the order when present. The record expands into one preference
+  sample per (best response, lower-ranked response) pair, with ids
+  ``<record id>#1``, ``#2``, ...; :func:`to_samples` returns them all.
 - ``unpaired``: a chat record (any of the forms above) plus a boolean ``label``.
 - ``text``: a ``text`` field.
 
@@ -32,8 +40,11 @@ values count as absent, since columnar files fill missing keys with nulls.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import difflib
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +59,17 @@ from tuneforge.data.messages import (
 from tuneforge.data.sample import Message, Sample
 from tuneforge.errors import DataError
 
-FORMATS = ("auto", "openai", "chat", "alpaca", "sharegpt", "preference", "unpaired", "text")
+FORMATS = (
+    "auto",
+    "openai",
+    "chat",
+    "alpaca",
+    "sharegpt",
+    "preference",
+    "ranked",
+    "unpaired",
+    "text",
+)
 FIELDS = (
     "id",
     "instruction",
@@ -65,6 +86,9 @@ FIELDS = (
     "rejected",
     "preferred_output",
     "non_preferred_output",
+    "margin",
+    "responses",
+    "ranking",
     "label",
     "text",
 )
@@ -76,6 +100,8 @@ STRUCTURED = {
     "tools",
     "preferred_output",
     "non_preferred_output",
+    "responses",
+    "ranking",
 }
 
 
@@ -119,6 +145,34 @@ def to_sample(
         fmt: A name from :data:`FORMATS`; ``auto`` detects the format per record.
         system_prompt: System message for alpaca records that carry none.
         mapping: ``{our field: their column}`` renames applied first.
+
+    Raises:
+        BadRecord: the record cannot become a Sample.
+        DataError: the record is a ranked one that expands to several samples
+            (read those with :func:`to_samples`).
+    """
+    samples = to_samples(record, source, fmt, system_prompt, mapping)
+    if len(samples) != 1:
+        raise DataError(
+            f"{source}: a ranked record gives {len(samples)} samples; read it with to_samples"
+        )
+    return samples[0]
+
+
+def to_samples(
+    record: Any,
+    source: str,
+    fmt: str = "auto",
+    system_prompt: str | None = None,
+    mapping: dict[str, str] | None = None,
+) -> list[Sample]:
+    """Convert one parsed record to its Samples (one, or several for a ranked record).
+
+    Arguments are those of :func:`to_sample`. Every sample keeps ``source``; a ranked
+    record's samples get the ids ``<record id>#1``, ``#2``, ... in pair order.
+
+    Raises:
+        BadRecord: the record cannot become a Sample.
     """
     if not isinstance(record, dict):
         raise BadRecord(f"expected a JSON object, got {type(record).__name__}")
@@ -126,16 +180,23 @@ def to_sample(
         record = apply_mapping(record, mapping)
     record = {key: value for key, value in record.items() if value is not None}
     fmt = detect_format(record) if fmt == "auto" else check_format(fmt)
-    sample = CONVERTERS[fmt](record, system_prompt)
-    sample.source = source
-    sample.id = str(record.get("id") or source)
-    return sample
+    record_id = str(record.get("id") or source)
+    if fmt == "ranked":
+        samples = _ranked(record, system_prompt)
+        ids = [f"{record_id}#{k}" for k in range(1, len(samples) + 1)]
+    else:
+        samples, ids = [CONVERTERS[fmt](record, system_prompt)], [record_id]
+    for sample, sample_id in zip(samples, ids, strict=True):
+        sample.source, sample.id = source, sample_id
+    return samples
 
 
 def detect_format(record: dict[str, Any]) -> str:
     """The format of one record, judged by its keys."""
     if "preferred_output" in record or ("chosen" in record and "rejected" in record):
         return "preference"
+    if "responses" in record:
+        return "ranked"
     form = _chat_form(record)
     if form and "label" in record:
         return "unpaired"
@@ -145,7 +206,8 @@ def detect_format(record: dict[str, Any]) -> str:
         return "text"
     raise BadRecord(
         f"unknown format: keys {sorted(record)[:6]}; expected messages, conversations, "
-        "instruction, chosen/rejected, label or text (rename columns with a field mapping)"
+        "instruction, chosen/rejected, responses, label or text (rename columns with a "
+        "field mapping)"
     )
 
 
@@ -241,7 +303,21 @@ def _preference(record: dict[str, Any], system_prompt: str | None) -> Sample:
         chosen=chosen,
         rejected=rejected,
         tools=tools,
+        meta=_margin(record),
     )
+
+
+def _margin(record: dict[str, Any]) -> dict[str, float]:
+    """``{"margin": value}`` for a record with a numeric ``margin`` (CSV text too), else ``{}``."""
+    value = record.get("margin")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRecord(f"'margin' must be a finite number, got {repr(value)[:40]}")
+    return {"margin": float(value)}
 
 
 def _preference_prompt(
@@ -251,15 +327,9 @@ def _preference_prompt(
     rejected: list[Message],
 ) -> tuple[list[Message], list[Message], list[Message]]:
     """The prompt of a chosen/rejected record, and the replies with any shared turns removed."""
-    if "conversations" in record:
-        turns = sharegpt_messages(_structured(record, "conversations"), "conversations")
-        return with_system(record.get("system"), turns), chosen, rejected
-    if "messages" in record:
-        return openai_messages(_structured(record, "messages"), "messages"), chosen, rejected
-    if "prompt" in record:
-        return _text_or_messages(record["prompt"], "prompt", "user"), chosen, rejected
-    if "instruction" in record:
-        return alpaca_prompt(record, system_prompt), chosen, rejected
+    prompt = _given_prompt(record, system_prompt)
+    if prompt is not None:
+        return prompt, chosen, rejected
     # TRL's implicit prompt: both replies repeat the conversation that leads to them.
     shared = 0
     while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
@@ -267,6 +337,110 @@ def _preference_prompt(
     if shared == 0:
         raise BadRecord("no prompt: give 'prompt', 'messages' or 'conversations'")
     return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def _given_prompt(record: dict[str, Any], system_prompt: str | None) -> list[Message] | None:
+    """The prompt a record states (conversations, messages, prompt or instruction), or None."""
+    if "conversations" in record:
+        turns = sharegpt_messages(_structured(record, "conversations"), "conversations")
+        return with_system(record.get("system"), turns)
+    if "messages" in record:
+        return openai_messages(_structured(record, "messages"), "messages")
+    if "prompt" in record:
+        return _text_or_messages(record["prompt"], "prompt", "user")
+    if "instruction" in record:
+        return alpaca_prompt(record, system_prompt)
+    return None
+
+
+def _ranked(record: dict[str, Any], system_prompt: str | None) -> list[Sample]:
+    """The preference samples of a ranked record: each best response vs each lower-ranked one."""
+    prompt = _given_prompt(record, system_prompt)
+    if prompt is None:
+        raise BadRecord("no prompt: give 'prompt', 'messages', 'conversations' or 'instruction'")
+    replies, ranks = _ranked_responses(record)
+    best = min(ranks)
+    top = [i for i, rank in enumerate(ranks) if rank == best]
+    lower = sorted((i for i, rank in enumerate(ranks) if rank != best), key=lambda i: ranks[i])
+    if not lower:
+        raise BadRecord(
+            f"a ranked record needs responses of at least two different ranks; got "
+            f"{len(ranks)} response(s) ranked {sorted(set(ranks))}"
+        )
+    tools = _tools(record)
+    return [
+        Sample(
+            id="",
+            kind="preference",
+            source="",
+            messages=copy.deepcopy(prompt),
+            chosen=copy.deepcopy(replies[t]),
+            rejected=copy.deepcopy(replies[r]),
+            tools=copy.deepcopy(tools),
+        )
+        for t in top
+        for r in lower
+    ]
+
+
+def _ranked_responses(record: dict[str, Any]) -> tuple[list[list[Message]], list[int]]:
+    """Each response as assistant messages, and its rank (1 is best)."""
+    responses = _structured(record, "responses")
+    if not isinstance(responses, list) or not responses:
+        raise BadRecord("'responses' must be a non-empty list")
+    replies = [_ranked_reply(item, f"responses[{i}]") for i, item in enumerate(responses)]
+    if "ranking" in record:
+        return replies, _ranks_from_ranking(_structured(record, "ranking"), len(replies))
+    if all(isinstance(item, str) for item in responses):
+        return replies, list(range(1, len(replies) + 1))
+    return replies, [_rank(item, f"responses[{i}]") for i, item in enumerate(responses)]
+
+
+def _ranked_reply(item: Any, where: str) -> list[Message]:
+    """A response: text, or an object whose ``content`` (or ``text``) is text or messages."""
+    if isinstance(item, dict):
+        item = item["content"] if "content" in item else item.get("text")
+        if item is None:
+            raise BadRecord(f"{where} has no 'content' or 'text'")
+    if isinstance(item, str):
+        if not item.strip():
+            raise BadRecord(f"{where} is empty")
+        return [{"role": "assistant", "content": item}]
+    if not isinstance(item, list):
+        raise BadRecord(f"{where} must be text or an object with 'content' and 'rank'")
+    reply = _reply(item, where)
+    require_assistant(reply, f"{where} has no assistant turn")
+    return reply
+
+
+def _rank(item: Any, where: str) -> int:
+    rank = item.get("rank") if isinstance(item, dict) else None
+    if isinstance(rank, float) and rank.is_integer():
+        rank = int(rank)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise BadRecord(
+            f"{where} needs an integer 'rank' of 1 or more (1 is best), got {repr(rank)[:20]}; "
+            "rank every response, list them best first as text, or give a 'ranking'"
+        )
+    return rank
+
+
+def _ranks_from_ranking(ranking: Any, count: int) -> list[int]:
+    """Ranks from ``ranking``, the indices of ``responses`` best first (each exactly once)."""
+    valid = (
+        isinstance(ranking, list)
+        and all(type(i) is int for i in ranking)
+        and sorted(ranking) == list(range(count))
+    )
+    if not valid:
+        raise BadRecord(
+            f"'ranking' must list each index of 'responses' (0 to {count - 1}) once, best "
+            f"first; got {repr(ranking)[:60]}"
+        )
+    ranks = [0] * count
+    for position, index in enumerate(ranking, 1):
+        ranks[index] = position
+    return ranks
 
 
 def _reply(value: Any, key: str) -> list[Message]:

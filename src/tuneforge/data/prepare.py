@@ -1,7 +1,16 @@
 """The data stage: read, clean, dedup, scrub, split, decontaminate, render, write, report.
 
-Every record read is accounted for: ``read = kept + dropped + quarantined``,
-with the reasons, per step, in the stage summary, the manifest and the report.
+Every record read is accounted for: ``read + expanded = kept + dropped +
+quarantined``, with the reasons, per step, in the stage summary, the manifest
+and the report (``expanded`` counts the samples a ranked record gives beyond
+its first; it is 0 for every other format).
+
+What is rendered follows the objective (:data:`~tuneforge.data.configure.OBJECTIVE_OUTPUTS`):
+sft and pretrain write token rows; reward, dpo, orpo and simpo also write
+preference pairs, kto unpaired rows, grpo and rloo prompts
+(:mod:`tuneforge.data.shards`). Preference and unpaired rows are trained on the
+final assistant reply only, whatever ``data.train_on`` says, since the
+objectives compare replies.
 
 The stage streams: records flow from the reader through the steps into a spill
 file on disk, holding only a 32-byte group hash per sample for the split; the
@@ -28,17 +37,23 @@ from transformers import PreTrainedTokenizerBase
 
 from tuneforge.config.schema import DataConfig
 from tuneforge.console import progress
-from tuneforge.data.configure import build_decontaminate, build_steps, cluster_report
+from tuneforge.data.configure import (
+    OBJECTIVE_OUTPUTS,
+    build_decontaminate,
+    build_steps,
+    cluster_report,
+)
 from tuneforge.data.readers import DatasetStream
-from tuneforge.data.render import Rendered, render_chat_batch, render_text
+from tuneforge.data.render import Rendered, render_chat_batch, render_prompt_batch, render_text
 from tuneforge.data.report import ConversationStats, write_report
-from tuneforge.data.sample import Sample
-from tuneforge.data.shards import SplitWriter, output_hashes
+from tuneforge.data.sample import Message, Sample
+from tuneforge.data.shards import Prepared, PromptRow, SplitWriter, output_hashes
 from tuneforge.data.split import SPLITS, assign_splits, group_rank
 from tuneforge.data.steps import StepStats, chain_steps, check_balanced
 from tuneforge.errors import DataError
 
 RENDER_BATCH = 512  # samples rendered (and written) together
+NO_TRAINED_TOKENS = "no_trained_tokens_within_max_length"
 
 
 def prepare_data(
@@ -50,9 +65,14 @@ def prepare_data(
 ) -> dict[str, Any]:
     """Write ``samples/``, ``tokens/``, ``packed/`` per split, ``quarantine.jsonl`` and reports.
 
+    The preference and RL objectives also get ``pairs/``, ``unpaired/`` or
+    ``prompts/`` per split (:data:`~tuneforge.data.configure.OBJECTIVE_OUTPUTS`).
+
     Returns:
-        The books: read, kept, dropped by reason, quarantined, per-step counts,
-        per-split counts, tokens, packing and the sha256 of every output file.
+        The books: read, expanded, kept, dropped by reason, quarantined, per-step
+        counts, per-split counts, tokens, packing, the objective's rows per split
+        (``pairs``, ``unpaired`` by label, or ``prompts``) and the sha256 of every
+        output file.
 
     Raises:
         DataError: no usable sample remains, or the training split would be empty.
@@ -77,7 +97,9 @@ def prepare_data(
         raise DataError(f"data.path {data.path!r}: no usable samples ({_why(source, stats)})")
     assigned = assign_splits(ranks, data.val_fraction, data.test_fraction)
     del ranks
-    writers, render_stats = _write_splits(data, tokenizer, work / "kept.jsonl", assigned, stats)
+    writers, render_stats = _write_splits(
+        data, tokenizer, work / "kept.jsonl", assigned, stats, OBJECTIVE_OUTPUTS.get(objective)
+    )
     shutil.rmtree(work)
     packing = {name: figures for name, w in writers.items() if (figures := w.close())}
     if not writers["train"].samples:
@@ -138,10 +160,12 @@ def _write_splits(
     spill: Path,
     assigned: list[str],
     stats: list[StepStats],
+    output: str | None = None,
 ) -> tuple[dict[str, SplitWriter], StepStats]:
     """Held-out splits first (they feed decontamination), then the training split."""
     pack_length = (data.pack_length or data.max_length) if data.packing else None
-    writers = {name: SplitWriter(spill.parent.parent, name, pack_length) for name in SPLITS}
+    out_dir = spill.parent.parent
+    writers = {name: SplitWriter(out_dir, name, pack_length, output) for name in SPLITS}
     render_stats = StepStats("render")
     decontaminate = build_decontaminate(data, _read_back(spill, assigned, ("val", "test")))
     train: Iterable[Sample] = _read_back(spill, assigned, ("train",))
@@ -157,8 +181,8 @@ def _write_splits(
             ("train", train),
         ):
             for batch in _batches(stream, RENDER_BATCH):
-                kept, rendered = _render(batch, tokenizer, data, render_stats)
-                writers[name].write(kept, rendered)
+                kept, prepared = _render(batch, tokenizer, data, render_stats, output)
+                writers[name].write(kept, prepared)
                 bar.advance(task, len(batch))
     return writers, render_stats
 
@@ -170,39 +194,139 @@ def _batches(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
 
 
 def _render(
-    batch: list[Sample], tokenizer: PreTrainedTokenizerBase, data: DataConfig, stats: StepStats
-) -> tuple[list[Sample], list[list[Rendered]]]:
-    """Render a batch; drop samples with no trained token left within ``max_length``.
+    batch: list[Sample],
+    tokenizer: PreTrainedTokenizerBase,
+    data: DataConfig,
+    stats: StepStats,
+    output: str | None = None,
+) -> tuple[list[Sample], list[Prepared]]:
+    """Render a batch for the objective's ``output``; drop samples with nothing to train on.
 
-    Chat samples go through the chat template in one batched call (one row
-    each); text samples (continued pre-training) become ``max_length`` rows
-    trained on every token.
+    Chat samples go through the chat template in one batched call (one row each,
+    ``data.train_on``); preference and unpaired replies in another, trained on the
+    final reply only; RL prompts in a third. Text samples (continued pre-training)
+    become ``max_length`` rows trained on every token. A sample is dropped when a
+    row it needs has no trained token within ``max_length`` (for a pair: either
+    side), or, for RL, when its prompt is empty or does not leave room for a reply.
     """
-    chats = [s for s in batch if s.kind != "text"]
-    rendered_chats = iter(
-        render_chat_batch(
-            tokenizer,
-            [(s.messages, s.tools) for s in chats],
-            max_length=data.max_length,
-            train_on=data.train_on,
-            template=data.template,
-        )
-    )
-    kept, rendered = [], []
+    renders = _render_batch(batch, tokenizer, data, output)
+    kept, prepared = [], []
     for sample in batch:
-        if sample.kind == "text":
-            rows = render_text(tokenizer, sample.text or "", data.max_length)
-        else:
-            rows = [next(rendered_chats)]
         stats.seen += 1
-        rows = [row for row in rows if row.trained_tokens]
-        if not rows:
-            stats.dropped["no_trained_tokens_within_max_length"] += 1
+        item = _prepare(sample, renders, output, data.max_length)
+        if isinstance(item, str):
+            stats.dropped[item] += 1
             continue
         stats.kept += 1
         kept.append(sample)
-        rendered.append(rows)
-    return kept, rendered
+        prepared.append(item)
+    return kept, prepared
+
+
+@dataclasses.dataclass
+class _Renders:
+    """A batch's rendered rows by kind, each consumed in batch order."""
+
+    texts: Iterator[list[Rendered]]
+    chats: Iterator[Rendered]
+    replies: Iterator[Rendered]
+    prompts: Iterator[PromptRow]
+
+
+def _render_batch(
+    batch: list[Sample], tokenizer: PreTrainedTokenizerBase, data: DataConfig, output: str | None
+) -> _Renders:
+    """Everything a batch needs rendered, with one tokenizer call per kind of row."""
+    cut = {"max_length": data.max_length, "template": data.template}
+    texts = [
+        render_text(tokenizer, s.text or "", data.max_length) for s in batch if s.kind == "text"
+    ]
+    chats = [(s.messages, s.tools) for s in batch if s.kind == "chat"]
+    replies = [conversation for s in batch for conversation in _replies(s, output)]
+    asking = [s for s in batch if s.kind != "text"] if output == "prompts" else []
+    return _Renders(
+        texts=iter(texts),
+        chats=iter(render_chat_batch(tokenizer, chats, train_on=data.train_on, **cut)),
+        replies=iter(render_chat_batch(tokenizer, replies, train_on="last_assistant", **cut)),
+        prompts=iter(_prompt_rows(asking, tokenizer, data.template)),
+    )
+
+
+def _prompt_rows(
+    samples: list[Sample], tokenizer: PreTrainedTokenizerBase, template: str | None
+) -> list[PromptRow]:
+    """Each sample's RL prompt, rendered in one batch, with the reply the data gives."""
+    asks = [_rl_prompt(s) for s in samples]
+    conversations = [(messages, s.tools) for s, (messages, _) in zip(samples, asks, strict=True)]
+    ids = render_prompt_batch(tokenizer, conversations, template)
+    return [
+        PromptRow(prompt_ids, messages, sample.tools, reference)
+        for sample, (messages, reference), prompt_ids in zip(samples, asks, ids, strict=True)
+    ]
+
+
+def _replies(sample: Sample, output: str | None) -> list[tuple[list[Message], Any]]:
+    """The conversations whose final reply is trained: unpaired, or each side of a pair."""
+    if sample.kind == "unpaired":
+        return [(sample.messages, sample.tools)]
+    if sample.kind != "preference":
+        return []
+    sides = [sample.chosen] if output == "prompts" else [sample.chosen, sample.rejected]
+    return [(sample.messages + side, sample.tools) for side in sides]
+
+
+def _rl_prompt(sample: Sample) -> tuple[list[Message], str]:
+    """The prompt for online RL and the reply the data gives for it ("" if none)."""
+    if sample.kind == "preference":
+        return sample.messages, _final_reply(sample.chosen)
+    last = max((i for i, m in enumerate(sample.messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        return sample.messages, ""
+    return sample.messages[:last], sample.messages[last].get("content") or ""
+
+
+def _final_reply(messages: list[Message]) -> str:
+    replies = [m.get("content") or "" for m in messages if m["role"] == "assistant"]
+    return replies[-1] if replies else ""
+
+
+def _prepare(
+    sample: Sample, renders: _Renders, output: str | None, max_length: int
+) -> Prepared | str:
+    """What a sample contributes to each output, or the reason it is dropped."""
+    if sample.kind == "text":
+        rows = [row for row in next(renders.texts) if row.trained_tokens]
+        return Prepared(rows) if rows else NO_TRAINED_TOKENS
+    if sample.kind == "chat":
+        row = next(renders.chats)
+        if output == "prompts":  # the prompt is what RL trains on; the reply may not fit
+            return _with_prompt(Prepared([row] if row.trained_tokens else []), renders, max_length)
+        return Prepared([row]) if row.trained_tokens else NO_TRAINED_TOKENS
+    if sample.kind == "unpaired":
+        row = next(renders.replies)
+        if not row.trained_tokens:
+            return NO_TRAINED_TOKENS
+        return Prepared([row] if sample.label else [], unpaired=[(row, bool(sample.label))])
+    chosen = next(renders.replies)
+    if output == "prompts":
+        rows = [chosen] if chosen.trained_tokens else []
+        return _with_prompt(Prepared(rows), renders, max_length)
+    rejected = next(renders.replies)
+    if not (chosen.trained_tokens and rejected.trained_tokens):
+        return NO_TRAINED_TOKENS
+    if output == "unpaired":
+        return Prepared([chosen], unpaired=[(chosen, True), (rejected, False)])
+    return Prepared([chosen], pair=(chosen, rejected))
+
+
+def _with_prompt(item: Prepared, renders: _Renders, max_length: int) -> Prepared | str:
+    prompt = next(renders.prompts)
+    if not prompt.ids:
+        return "empty_prompt"
+    if len(prompt.ids) >= max_length:
+        return "prompt_too_long"
+    item.prompt = prompt
+    return item
 
 
 def _books(
@@ -216,6 +340,7 @@ def _books(
         dropped.update(step.dropped)
     books = {
         "read": source.read,
+        "expanded": source.expanded,
         "kept": sum(w.samples for w in writers.values()),
         "dropped": dict(dropped),
         "quarantined": sum(source.reasons.values()),
@@ -226,7 +351,11 @@ def _books(
         "trained_tokens": {name: w.trained_tokens for name, w in writers.items()},
         "packing": packing,
     }
-    if books["read"] != books["kept"] + sum(dropped.values()) + books["quarantined"]:
+    output = writers["train"].output
+    if output is not None:
+        books[output] = {name: w.output_counts() for name, w in writers.items()}
+    accounted = books["kept"] + sum(dropped.values()) + books["quarantined"]
+    if books["read"] + books["expanded"] != accounted:
         raise AssertionError(f"data books do not balance: {books}")
     return books
 

@@ -2,8 +2,10 @@
 
 Records that cannot become a Sample are quarantined with their source, the
 reason and their raw text, and reading goes on; ``strict=True`` raises on the
-first one instead. The books always balance, for the whole dataset and for
-each file in it: ``read = samples + quarantined``. File types are described in
+first one instead. ``read`` counts records; a ranked record expands into
+several samples, and ``expanded`` counts the samples beyond one per record. The
+books always balance, for the whole dataset and for each file in it:
+``read + expanded = samples + quarantined``. File types are described in
 :mod:`tuneforge.data.sources`, record formats in :mod:`tuneforge.data.formats`.
 """
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.formats import BadRecord, check_format, check_mapping, to_sample
+from tuneforge.data.formats import BadRecord, check_format, check_mapping, to_sample, to_samples
 from tuneforge.data.sample import Sample
 from tuneforge.data.sources import RawRecord, dataset_files, iter_records
 from tuneforge.errors import DataError
@@ -28,6 +30,7 @@ __all__ = [
     "ReadResult",
     "read_dataset",
     "to_sample",
+    "to_samples",
 ]
 
 
@@ -45,22 +48,28 @@ class Quarantined:
 
 @dataclass
 class FileBooks:
-    """How many records of one file became samples and how many were quarantined."""
+    """How many records of one file became samples and how many were quarantined.
+
+    ``expanded`` counts samples beyond one per record (ranked records), so
+    ``read + expanded = samples + quarantined``; it is shown only when not zero.
+    """
 
     samples: int = 0
     quarantined: int = 0
+    expanded: int = 0
 
     @property
     def read(self) -> int:
-        return self.samples + self.quarantined
+        return self.samples - self.expanded + self.quarantined
 
     def to_json(self) -> dict[str, int]:
-        return {"read": self.read, "samples": self.samples, "quarantined": self.quarantined}
+        books = {"read": self.read, "samples": self.samples, "quarantined": self.quarantined}
+        return {**books, "expanded": self.expanded} if self.expanded else books
 
 
 @dataclass
 class ReadResult:
-    """Samples and quarantined records of a dataset: ``read = len(samples) + len(quarantined)``.
+    """Samples and quarantined records: ``read + expanded = len(samples) + len(quarantined)``.
 
     Attributes:
         path: The file or directory read.
@@ -68,6 +77,7 @@ class ReadResult:
         quarantined: The records that did not, with the reason.
         files: Books per source file (its name as used in ``source``), in reading order.
         skipped: Files of a directory that are not of a readable type.
+        expanded: Samples beyond one per record (ranked records expand).
     """
 
     path: Path
@@ -75,10 +85,12 @@ class ReadResult:
     quarantined: list[Quarantined] = field(default_factory=list)
     files: dict[str, FileBooks] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    expanded: int = 0
 
     @property
     def read(self) -> int:
-        return len(self.samples) + len(self.quarantined)
+        """Records read (a ranked record that expands counts once)."""
+        return len(self.samples) - self.expanded + len(self.quarantined)
 
     def kinds(self) -> dict[str, int]:
         """Samples per kind (chat, preference, unpaired, text)."""
@@ -88,6 +100,7 @@ class ReadResult:
         """The counts for a manifest or summary, per file included."""
         return {
             "read": self.read,
+            "expanded": self.expanded,
             "samples": len(self.samples),
             "quarantined": len(self.quarantined),
             "kinds": self.kinds(),
@@ -111,7 +124,7 @@ def read_dataset(
         path: A dataset file, a ``datasets`` ``save_to_disk`` directory, or a
             directory of dataset files.
         fmt: ``auto`` (detected per record) or a format name: openai (also
-            ``chat``), alpaca, sharegpt, preference, unpaired, text.
+            ``chat``), alpaca, sharegpt, preference, ranked, unpaired, text.
         system_prompt: System message prepended to alpaca records that have none.
         limit: Read at most this many records in all.
         mapping: ``{our field: their column}``, e.g. ``{"instruction": "question"}``.
@@ -131,6 +144,7 @@ def read_dataset(
         quarantined=stream.quarantined,
         files=stream.files,
         skipped=stream.skipped,
+        expanded=stream.expanded,
     )
 
 
@@ -139,8 +153,9 @@ class DatasetStream:
 
     Iterating yields the Samples; each bad record goes to ``on_quarantine`` (and
     to ``quarantined`` when ``keep_quarantined``), or raises when ``strict``. Once
-    exhausted, ``read = samples + quarantined`` holds per file and in all.
-    Arguments are those of :func:`read_dataset`.
+    exhausted, ``read + expanded = samples + quarantined`` holds per file and in
+    all (``read`` counts records, ``samples`` what they became). Arguments are
+    those of :func:`read_dataset`; ``limit`` counts records.
     """
 
     def __init__(
@@ -165,10 +180,12 @@ class DatasetStream:
         self.quarantined: list[Quarantined] = []
         self.reasons: Counter[str] = Counter()
         self.samples = 0
+        self.expanded = 0
 
     @property
     def read(self) -> int:
-        return self.samples + sum(self.reasons.values())
+        """Records read so far (a ranked record that expands counts once)."""
+        return self.samples - self.expanded + sum(self.reasons.values())
 
     def __iter__(self) -> Iterator[Sample]:
         for entry in self.entries:
@@ -181,12 +198,13 @@ class DatasetStream:
                     break
                 item = convert(raw, self.fmt, self.system_prompt, self.mapping)
                 books = self.files.setdefault(raw.file, FileBooks())
-                if isinstance(item, Sample):
-                    self.samples += 1
-                    books.samples += 1
-                    yield item
+                if isinstance(item, Quarantined):
+                    self._quarantine(item, books)
                     continue
-                self._quarantine(item, books)
+                for counts in (self, books):
+                    counts.samples += len(item)
+                    counts.expanded += len(item) - 1
+                yield from item
         if self.read == 0:
             where = "the directory" if self.path.is_dir() else "the file"
             raise DataError(f"data.path {str(self.path)!r}: no records in {where}")
@@ -214,22 +232,27 @@ def iter_samples(
     """Stream a dataset's records as Samples or Quarantined records, in reading order.
 
     The streaming twin of :func:`read_dataset` (same arguments) for data that
-    should not be held in memory at once; JSON arrays are still parsed whole.
+    should not be held in memory at once; JSON arrays are still parsed whole. A
+    ranked record yields each of its samples in turn.
     """
     fmt = check_format(fmt)
     mapping = check_mapping(mapping)
     for entry in dataset_files(Path(path))[0]:
         for raw in iter_records(entry):
-            yield convert(raw, fmt, system_prompt, mapping)
+            item = convert(raw, fmt, system_prompt, mapping)
+            if isinstance(item, Quarantined):
+                yield item
+            else:
+                yield from item
 
 
 def convert(
     raw: RawRecord, fmt: str, system_prompt: str | None, mapping: dict[str, str]
-) -> Sample | Quarantined:
-    """One raw record as a Sample, or as a Quarantined record with the reason."""
+) -> list[Sample] | Quarantined:
+    """One raw record as its Samples (several for a ranked record), or as a Quarantined one."""
     try:
         if isinstance(raw.value, BadRecord):
             raise raw.value
-        return to_sample(raw.value, raw.source, fmt, system_prompt, mapping)
+        return to_samples(raw.value, raw.source, fmt, system_prompt, mapping)
     except BadRecord as err:
         return Quarantined(raw.source, str(err), raw.raw_text())

@@ -15,7 +15,8 @@ also means no token straddles a span, and the labels cover exactly the span.
 Cuts do not depend on which turns are trained, so ``input_ids`` are the same
 in every ``train_on`` mode. :func:`render_chat_batch` renders every text of a
 batch first and tokenizes all their pieces in one call, which the Rust tokenizer
-spreads over the cores; :func:`render_chat` is that function on a batch of one.
+spreads over the cores; :func:`render_chat` is that function on a batch of one, as
+:func:`render_prompt` is of :func:`render_prompt_batch`.
 
 Text is tokenized without special tokens: a BOS comes from the template alone,
 so it is never doubled (the fallback templates emit one exactly when the
@@ -189,9 +190,32 @@ def render_prompt(
     Returns:
         Exactly the ids :func:`render_chat` puts before that turn's reply.
     """
-    layout = _layout(_ChatTemplate(tokenizer, template), messages, tools, generation_prompt=True)
-    (pieces,) = _encode_pieces(tokenizer, [layout])
-    return list(itertools.chain.from_iterable(pieces))
+    (ids,) = render_prompt_batch(tokenizer, [(messages, tools)], template)
+    return ids
+
+
+def render_prompt_batch(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    template: str | None = None,
+) -> list[list[int]]:
+    """Render many prompts at once; each result equals :func:`render_prompt`'s.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        conversations: ``(messages, tools)`` pairs, the conversation so far; ``tools``
+            may be ``None``.
+        template: A fallback template name, as for :func:`render_chat`.
+
+    Returns:
+        The prompt's token ids per conversation, in order (empty for no messages).
+    """
+    chat = _ChatTemplate(tokenizer, template)
+    layouts = [
+        _layout(chat, messages, tools, generation_prompt=True) for messages, tools in conversations
+    ]
+    encoded = _encode_pieces(tokenizer, layouts)
+    return [list(itertools.chain.from_iterable(pieces)) for pieces in encoded]
 
 
 def prompt_messages(messages: list[Message]) -> tuple[list[Message], str]:

@@ -65,10 +65,12 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, str]:
 
     Args:
         out_dir: The data stage's folder.
-        report: ``books``, ``steps`` (StepStats JSON), ``lengths`` (per split),
-            ``trained_tokens`` (per split), ``conversations``, ``pii`` (counts by
-            type), ``clusters`` (largest duplicate clusters), ``quarantine``
-            (counts by reason and examples).
+        report: ``books`` (with ``expanded`` and the objective's ``pairs``,
+            ``unpaired`` or ``prompts`` per split when there are any), ``steps``
+            (StepStats JSON), ``lengths`` (per split), ``trained_tokens`` (per
+            split), ``conversations``, ``pii`` (counts by type), ``clusters``
+            (largest duplicate clusters), ``quarantine`` (counts by reason and
+            examples).
     """
     png = plot_lengths(report.get("lengths", {}), out_dir / "token_lengths.png")
     sections = _sections(report)
@@ -89,27 +91,8 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
     books = report["books"]
     trained = report.get("trained_tokens", {})
     out: list[tuple[str, Table]] = [
-        (
-            "Books",
-            (
-                ["read", "kept", "dropped", "quarantined"],
-                [
-                    [
-                        books["read"],
-                        books["kept"],
-                        sum(books["dropped"].values()),
-                        books["quarantined"],
-                    ]
-                ],
-            ),
-        ),
-        (
-            "Per source file",
-            (
-                ["file", "read", "quarantined"],
-                [[name, n["read"], n["quarantined"]] for name, n in books.get("files", {}).items()],
-            ),
-        ),
+        ("Books", _books_table(books)),
+        ("Per source file", _files_table(books.get("files", {}))),
         (
             "Steps",
             (
@@ -131,6 +114,9 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
             ),
         ),
     ]
+    outputs = _objective_rows(books)
+    if outputs is not None:
+        out.append(outputs)
     conversations = report.get("conversations", {})
     if conversations:
         out.append(("Roles", (["role", "messages"], sorted(conversations["roles"].items()))))
@@ -182,6 +168,45 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
             )
         )
     return out
+
+
+def _books_table(books: dict[str, Any]) -> Table:
+    """read, kept, dropped, quarantined; with ``expanded`` when ranked records expanded."""
+    dropped = sum(books["dropped"].values())
+    if books.get("expanded"):
+        header = ["read (records)", "expanded", "kept", "dropped", "quarantined"]
+        row = [books["read"], books["expanded"], books["kept"], dropped, books["quarantined"]]
+        return header, [row]
+    return ["read", "kept", "dropped", "quarantined"], [
+        [books["read"], books["kept"], dropped, books["quarantined"]]
+    ]
+
+
+def _files_table(files: dict[str, dict[str, int]]) -> Table:
+    """read and quarantined per file; with ``expanded`` when a file's records expanded."""
+    if any(n.get("expanded") for n in files.values()):
+        rows = [[f, n["read"], n.get("expanded", 0), n["quarantined"]] for f, n in files.items()]
+        return ["file", "read", "expanded", "quarantined"], rows
+    return ["file", "read", "quarantined"], [
+        [f, n["read"], n["quarantined"]] for f, n in files.items()
+    ]
+
+
+def _objective_rows(books: dict[str, Any]) -> tuple[str, Table] | None:
+    """Rows written for the objective per split (pairs, unpaired by label, or prompts)."""
+    for output in ("pairs", "prompts"):
+        if output in books:
+            rows = [[split, n] for split, n in books[output].items()]
+            return f"Training rows ({output}/<split>.parquet)", (["split", output], rows)
+    if "unpaired" in books:
+        return (
+            "Training rows (unpaired/<split>.parquet)",
+            (
+                ["split", "desirable", "undesirable"],
+                [[s, n["desirable"], n["undesirable"]] for s, n in books["unpaired"].items()],
+            ),
+        )
+    return None
 
 
 def _reasons(dropped: dict[str, int]) -> str:

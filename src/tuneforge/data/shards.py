@@ -10,7 +10,14 @@ so the stage never holds a split in memory:
 * ``packed/<split>.parquet``: the same tokens packed padding-free into rows of
   ``pack_length`` by best-fit-decreasing (:mod:`tuneforge.data.packing`), with
   ``position_ids`` restarting per sample and the sample ``lengths`` from which
-  the trainer builds the block-diagonal causal mask.
+  the trainer builds the block-diagonal causal mask;
+* for the preference and RL objectives, one of (:data:`OUTPUT_SCHEMAS`):
+  ``pairs/<split>.parquet`` (reward, dpo, orpo, simpo): ``id``,
+  ``chosen_input_ids``, ``chosen_labels``, ``rejected_input_ids``,
+  ``rejected_labels``, ``margin``; ``unpaired/<split>.parquet`` (kto): ``id``,
+  ``input_ids``, ``labels``, ``label`` (true: desirable); ``prompts/<split>.parquet``
+  (grpo, rloo): ``id``, ``prompt_ids``, ``prompt`` (the messages as JSON),
+  ``tools`` (JSON, or ``""``), ``reference`` (the reply the data gives, or ``""``).
 
 Packing is best-fit-decreasing over windows of :data:`PACK_WINDOW` samples
 rather than the whole split, so memory stays bounded; with thousands of
@@ -20,7 +27,9 @@ samples per window the rows are as full as a global packing would make them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +37,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tuneforge.data.packing import pack
-from tuneforge.data.render import Rendered
+from tuneforge.data.render import Rendered, Tools
 from tuneforge.data.report import ConversationStats
-from tuneforge.data.sample import Sample
+from tuneforge.data.sample import Message, Sample
 from tuneforge.data.writers import openai_record
 from tuneforge.runs.hashing import file_sha256
 
@@ -41,21 +50,76 @@ TOKEN_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", _IDS), ("labels", _
 PACKED_SCHEMA = pa.schema(
     [("input_ids", _IDS), ("labels", _IDS), ("position_ids", _IDS), ("lengths", _IDS)]
 )
+PAIR_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("chosen_input_ids", _IDS),
+        ("chosen_labels", _IDS),
+        ("rejected_input_ids", _IDS),
+        ("rejected_labels", _IDS),
+        ("margin", pa.float32()),
+    ]
+)
+UNPAIRED_SCHEMA = pa.schema(
+    [("id", pa.string()), ("input_ids", _IDS), ("labels", _IDS), ("label", pa.bool_())]
+)
+PROMPT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("prompt_ids", _IDS),
+        ("prompt", pa.string()),
+        ("tools", pa.string()),
+        ("reference", pa.string()),
+    ]
+)
+OUTPUT_SCHEMAS = {"pairs": PAIR_SCHEMA, "unpaired": UNPAIRED_SCHEMA, "prompts": PROMPT_SCHEMA}
+
+
+@dataclass
+class PromptRow:
+    """The prompt of one sample for online RL, and the reply the data gives for it."""
+
+    ids: list[int]
+    messages: list[Message]
+    tools: Tools
+    reference: str
+
+
+@dataclass
+class Prepared:
+    """What one kept sample contributes to each output of its split.
+
+    Attributes:
+        rows: Token rows for ``tokens/`` (and ``packed/``): several for chunked text,
+            none for a KTO-undesirable sample.
+        pair: Chosen and rejected rows, for ``pairs/``.
+        unpaired: ``(row, desirable)`` rows, for ``unpaired/``.
+        prompt: The prompt, for ``prompts/``.
+    """
+
+    rows: list[Rendered]
+    pair: tuple[Rendered, Rendered] | None = None
+    unpaired: list[tuple[Rendered, bool]] = field(default_factory=list)
+    prompt: PromptRow | None = None
 
 
 class SplitWriter:
-    """Writes one split's samples, token rows and (optionally) packed rows as they come.
+    """Writes one split's samples, token rows, objective rows and packed rows as they come.
 
     Attributes:
         lengths: Token count of every token row written, in order (for the report).
         samples: Samples written (a long text sample may give several rows).
         trained_tokens: Tokens that carry loss, in all.
         conversations: Role and turn counts of the samples written.
+        output: The objective's folder (``pairs``, ``unpaired``, ``prompts``) or None.
+        output_rows: Rows written to that folder, by label for ``unpaired``.
     """
 
-    def __init__(self, out_dir: Path, name: str, pack_length: int | None) -> None:
-        self.name = name
-        for folder in ("samples", "tokens", "packed"):
+    def __init__(
+        self, out_dir: Path, name: str, pack_length: int | None, output: str | None = None
+    ) -> None:
+        self.name, self.output = name, output
+        for folder in ("samples", "tokens", "packed", *([output] if output else [])):
             (out_dir / folder).mkdir(parents=True, exist_ok=True)
         # Open for the split's lifetime, closed by close(); the stage folder is temporary
         # until the stage succeeds, so a failure never leaves a half-written split behind.
@@ -64,21 +128,27 @@ class SplitWriter:
         self._packer = (
             Packer(out_dir / "packed" / f"{name}.parquet", pack_length) if pack_length else None
         )
+        self._output = (
+            pq.ParquetWriter(out_dir / output / f"{name}.parquet", OUTPUT_SCHEMAS[output])
+            if output
+            else None
+        )
         self.lengths: list[int] = []
         self.samples = 0
         self.trained_tokens = 0
         self.conversations = ConversationStats()
+        self.output_rows: Counter[str] = Counter()
 
-    def write(self, samples: Sequence[Sample], rendered: Sequence[Sequence[Rendered]]) -> None:
-        """Append a batch of samples, each with its token rows (several for chunked text)."""
+    def write(self, samples: Sequence[Sample], prepared: Sequence[Prepared]) -> None:
+        """Append a batch of samples, each with what it contributes to every output."""
         if not samples:
             return
         ids, labels, owners = [], [], []
-        for sample, rows in zip(samples, rendered, strict=True):
+        for sample, item in zip(samples, prepared, strict=True):
             record = {"id": sample.id, "source": sample.source, **openai_record(sample)}
             self._samples.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.conversations.add(sample)
-            for tokens in rows:
+            for tokens in item.rows:
                 ids.append(tokens.input_ids)
                 labels.append(tokens.labels)
                 owners.append(sample.id)
@@ -89,12 +159,81 @@ class SplitWriter:
         self._tokens.write_table(pa.table(table, schema=TOKEN_SCHEMA))
         if self._packer is not None:
             self._packer.add(ids, labels)
+        if self._output is not None:
+            self._write_output(samples, prepared)
+
+    def _write_output(self, samples: Sequence[Sample], prepared: Sequence[Prepared]) -> None:
+        build = _OUTPUT_ROWS[self.output]
+        rows = [row for s, item in zip(samples, prepared, strict=True) for row in build(s, item)]
+        if self.output == "unpaired":
+            self.output_rows.update("desirable" if r["label"] else "undesirable" for r in rows)
+        else:
+            self.output_rows[self.output] += len(rows)
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMAS[self.output])
+            self._output.write_table(table)
+
+    def output_counts(self) -> int | dict[str, int] | None:
+        """Rows in the objective's folder (desirable / undesirable for unpaired), or None."""
+        if self.output is None:
+            return None
+        if self.output == "unpaired":
+            return {label: self.output_rows[label] for label in ("desirable", "undesirable")}
+        return self.output_rows[self.output]
 
     def close(self) -> dict[str, Any] | None:
         """Finish the files; returns the packing figures (or None without packing)."""
         self._samples.close()
         self._tokens.close()
+        if self._output is not None:
+            self._output.close()
         return self._packer.close() if self._packer is not None else None
+
+
+def _pair_rows(sample: Sample, item: Prepared) -> list[dict[str, Any]]:
+    if item.pair is None:
+        return []
+    chosen, rejected = item.pair
+    return [
+        {
+            "id": sample.id,
+            "chosen_input_ids": chosen.input_ids,
+            "chosen_labels": chosen.labels,
+            "rejected_input_ids": rejected.input_ids,
+            "rejected_labels": rejected.labels,
+            "margin": float(sample.meta.get("margin", 0.0)),
+        }
+    ]
+
+
+def _unpaired_rows(sample: Sample, item: Prepared) -> list[dict[str, Any]]:
+    return [
+        {"id": sample.id, "input_ids": row.input_ids, "labels": row.labels, "label": label}
+        for row, label in item.unpaired
+    ]
+
+
+def _prompt_rows(sample: Sample, item: Prepared) -> list[dict[str, Any]]:
+    prompt = item.prompt
+    if prompt is None:
+        return []
+    tools = json.dumps(prompt.tools, ensure_ascii=False) if prompt.tools else ""
+    return [
+        {
+            "id": sample.id,
+            "prompt_ids": prompt.ids,
+            "prompt": json.dumps(prompt.messages, ensure_ascii=False),
+            "tools": tools,
+            "reference": prompt.reference,
+        }
+    ]
+
+
+_OUTPUT_ROWS: dict[str, Callable[[Sample, Prepared], list[dict[str, Any]]]] = {
+    "pairs": _pair_rows,
+    "unpaired": _unpaired_rows,
+    "prompts": _prompt_rows,
+}
 
 
 class Packer:
@@ -147,8 +286,9 @@ class Packer:
 
 
 def output_hashes(out_dir: Path) -> dict[str, str]:
-    """sha256 of every prepared file (samples, tokens, packed, quarantine) by relative name."""
-    wanted = ["quarantine.jsonl", "samples/*.jsonl", "tokens/*.parquet", "packed/*.parquet"]
+    """sha256 of every prepared file (samples, tokens, packed, pairs, ...) by relative name."""
+    folders = ["tokens", "packed", *OUTPUT_SCHEMAS]
+    wanted = ["quarantine.jsonl", "samples/*.jsonl", *(f"{f}/*.parquet" for f in folders)]
     files = sorted({p for pattern in wanted for p in out_dir.glob(pattern) if p.is_file()})
     return {str(p.relative_to(out_dir)): file_sha256(p) for p in files}
 
@@ -156,3 +296,18 @@ def output_hashes(out_dir: Path) -> dict[str, str]:
 def read_packed(stage_dir: Path, split: str) -> pa.Table:
     """The packed rows of one split: input_ids, labels, position_ids, lengths."""
     return pq.read_table(stage_dir / "packed" / f"{split}.parquet")
+
+
+def read_pairs(stage_dir: Path, split: str) -> pa.Table:
+    """The preference pairs of one split: the columns of :data:`PAIR_SCHEMA`."""
+    return pq.read_table(stage_dir / "pairs" / f"{split}.parquet")
+
+
+def read_unpaired(stage_dir: Path, split: str) -> pa.Table:
+    """The unpaired (KTO) rows of one split: the columns of :data:`UNPAIRED_SCHEMA`."""
+    return pq.read_table(stage_dir / "unpaired" / f"{split}.parquet")
+
+
+def read_prompts(stage_dir: Path, split: str) -> pa.Table:
+    """The RL prompts of one split: the columns of :data:`PROMPT_SCHEMA`."""
+    return pq.read_table(stage_dir / "prompts" / f"{split}.parquet")
