@@ -10,6 +10,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from tuneforge.config import Config, dump_config, load_config
+from tuneforge.config.load import resolve_run_references
 from tuneforge.console import err, out
 from tuneforge.errors import DataError
 from tuneforge.models.local import check_local_model_dir, is_local
@@ -31,7 +32,7 @@ def open_pipeline(
     config_file: Path, overrides: list[str] | None, force: bool, new_run: bool
 ) -> Pipeline:
     """Load the config, show it, and open the latest matching run directory or a new one."""
-    config = load_config(config_file, overrides)
+    config = resolve_run_references(load_config(config_file, overrides))
     preflight(config)
     show_config(config)
     run = None if new_run else latest_run(config)

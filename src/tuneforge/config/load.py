@@ -204,26 +204,43 @@ def resolve_run_reference(value: str, runs_dir: str, key: str) -> str:
     return str(max(merged, key=lambda folder: (folder / "config.json").stat().st_mtime))
 
 
-def _resolve_paths(config: Config, base: Path) -> Config:
-    """Make data, replay, adapter and local model paths absolute (relative to the config)."""
-    data_path = Path(config.data.path).expanduser()
-    if not data_path.is_absolute():
-        config.data.path = str((base / data_path).resolve())
-    name = config.model.name_or_path = resolve_run_reference(
-        config.model.name_or_path, config.runs_dir, "model.name_or_path"
+def resolve_run_references(config: Config) -> Config:
+    """Replace ``run:NAME`` in model.name_or_path and rl.reward_model by the exported folders.
+
+    Done when a config is about to run (not when it is loaded), so a config that builds
+    on a run which does not exist yet still validates.
+    """
+    spec = config.model
+    spec.name_or_path = resolve_run_reference(
+        spec.name_or_path, config.runs_dir, "model.name_or_path"
     )
     if config.rl.reward_model:
         config.rl.reward_model = resolve_run_reference(
             config.rl.reward_model, config.runs_dir, "rl.reward_model"
         )
-        if not Path(config.rl.reward_model).expanduser().is_absolute():
-            config.rl.reward_model = str((base / config.rl.reward_model).resolve())
+    return config
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """Make data, replay, adapter and local model paths absolute (relative to the config)."""
+    data_path = Path(config.data.path).expanduser()
+    if not data_path.is_absolute():
+        config.data.path = str((base / data_path).resolve())
+    name = config.model.name_or_path
+    reward_model = config.rl.reward_model
+    relative = reward_model and not Path(reward_model).expanduser().is_absolute()
+    if relative and not reward_model.startswith(RUN_PREFIX):
+        config.rl.reward_model = str((base / Path(reward_model).expanduser()).resolve())
     for index, spec in enumerate(config.rl.reward_functions):
         module, _, function = spec.partition(":")
         file = Path(module if module.endswith(".py") else f"{module}.py")
         if not file.is_absolute() and (base / file).is_file():
             config.rl.reward_functions[index] = f"{(base / file).resolve()}:{function}"
-    if name != "tiny" and (name.startswith((".", "/", "~")) or (base / name).is_dir()):
+    if (
+        name != "tiny"
+        and not name.startswith(RUN_PREFIX)
+        and (name.startswith((".", "/", "~")) or (base / name).is_dir())
+    ):
         model_path = Path(name).expanduser()
         if not model_path.is_absolute():
             model_path = (base / model_path).resolve()
