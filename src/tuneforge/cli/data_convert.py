@@ -28,6 +28,7 @@ class InputFormat(StrEnum):
     sharegpt = "sharegpt"
     openai = "openai"
     preference = "preference"
+    ranked = "ranked"
     unpaired = "unpaired"
     text = "text"
 
@@ -75,7 +76,9 @@ def convert(
     for name in result.skipped:
         say(f"skipped {escape(name)}: not a dataset file type")
     out.print(
-        f"read {result.read}: converted {written} ({kinds or 'none'}), "
+        f"read {result.read}: converted {written} ({kinds or 'none'}"
+        + (f", {result.expanded} from expanding ranked records" if result.expanded else "")
+        + "), "
         f"quarantined {len(result.quarantined)} -> {escape(str(output))}",
         soft_wrap=True,
     )

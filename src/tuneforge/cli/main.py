@@ -17,6 +17,7 @@ from tuneforge.cli import (
     adapters_cmd,
     config_cmd,
     data_cmd,
+    feedback_cmd,
     models_cmd,
     plan_cmd,
     reward_cmd,
@@ -60,6 +61,7 @@ app.add_typer(models_cmd.models_app, name="models")
 app.add_typer(adapters_cmd.adapters_app, name="adapters")
 app.command("plan")(plan_cmd.plan)
 app.add_typer(reward_cmd.reward_app, name="reward")
+app.add_typer(feedback_cmd.feedback_app, name="feedback")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -327,7 +327,7 @@ def _preference_prompt(
     rejected: list[Message],
 ) -> tuple[list[Message], list[Message], list[Message]]:
     """The prompt of a chosen/rejected record, and the replies with any shared turns removed."""
-    prompt = _given_prompt(record, system_prompt)
+    prompt = given_prompt(record, system_prompt)
     if prompt is not None:
         return prompt, chosen, rejected
     # TRL's implicit prompt: both replies repeat the conversation that leads to them.
@@ -339,7 +339,7 @@ def _preference_prompt(
     return chosen[:shared], chosen[shared:], rejected[shared:]
 
 
-def _given_prompt(record: dict[str, Any], system_prompt: str | None) -> list[Message] | None:
+def given_prompt(record: dict[str, Any], system_prompt: str | None) -> list[Message] | None:
     """The prompt a record states (conversations, messages, prompt or instruction), or None."""
     if "conversations" in record:
         turns = sharegpt_messages(_structured(record, "conversations"), "conversations")
@@ -355,7 +355,7 @@ def _given_prompt(record: dict[str, Any], system_prompt: str | None) -> list[Mes
 
 def _ranked(record: dict[str, Any], system_prompt: str | None) -> list[Sample]:
     """The preference samples of a ranked record: each best response vs each lower-ranked one."""
-    prompt = _given_prompt(record, system_prompt)
+    prompt = given_prompt(record, system_prompt)
     if prompt is None:
         raise BadRecord("no prompt: give 'prompt', 'messages', 'conversations' or 'instruction'")
     replies, ranks = _ranked_responses(record)
