@@ -87,6 +87,9 @@ class Pipeline:
                 "model": c.model.model_dump(),
                 "method": c.method.model_dump(),
                 "objective": c.objective,
+                "preference": c.preference.model_dump(),
+                "rl": c.rl.model_dump(),
+                "rewards": self._reward_hashes(),
                 "train": c.train.model_dump(),
                 "seed": c.seed,
                 "replay_sha256": self._input_hash(c.train.replay.path or ""),
@@ -127,6 +130,17 @@ class Pipeline:
             "run_dir": str(self.run.path),
             "config_hash": config_hash(self.config),
         }
+
+    def _reward_hashes(self) -> dict[str, str]:
+        """Content of the RL reward model folder and reward-function files, when there are any."""
+        rl, found = self.config.rl, {}
+        if rl.reward_model:
+            folder = Path(rl.reward_model)
+            found["reward_model"] = tree_sha256(folder) if folder.is_dir() else "missing"
+        for spec in rl.reward_functions:
+            module = spec.partition(":")[0]
+            found[spec] = self._input_hash(module) if module.endswith(".py") else "module"
+        return found
 
     def _needed(self, stage: str) -> bool:
         return stage != "base" or self.config.model.name_or_path == "tiny"

@@ -288,7 +288,7 @@ class RLConfig(Section):
     reward_functions: list[str] = Field(
         default_factory=list,
         description="Python rewards as module:function (a .py beside the config or importable); "
-        "each gets (prompts, completions) and returns one float per completion.",
+        "each gets (prompts, completions[, references=...]) and returns one float per completion.",
     )
     reward_weights: list[float] | None = Field(
         None, description="Weights of reward_model then reward_functions (default: all 1)."

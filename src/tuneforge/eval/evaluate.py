@@ -31,8 +31,9 @@ def evaluate(
     if not records:
         raise DataError("eval: the test and validation splits are empty; raise data.test_fraction")
     records = records[: config.eval.max_samples] if config.eval.max_samples else records
+    split = "test" if read_split(data_dir, "test") else "val"
     if config.objective == "reward":
-        return evaluate_reward_model(config, model_path, records, train_dir, out_dir)
+        return evaluate_reward_model(config, model_path, records, train_dir, out_dir, split)
     records = [r for r in records if r.get("label", True) is not False]  # KTO: desirable only
     prompts, references = zip(*(prompt_and_reference(r) for r in records), strict=True)
     spec = config.model
@@ -60,7 +61,7 @@ def evaluate(
         outputs["base"] = generate(base, tokenizer, list(prompts), label="eval base", **options)
     report = {
         "samples": len(records),
-        "split": "test" if read_split(data_dir, "test") else "val",
+        "split": split,
         "metrics": {name: score(preds, list(references)) for name, preds in outputs.items()},
     }
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
@@ -90,46 +91,31 @@ def evaluate_reward_model(
     records: list[dict[str, Any]],
     train_dir: Path,
     out_dir: Path,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Pairwise accuracy and mean margin of the reward model (and its base) on held-out pairs."""
-    from tuneforge.train.reward import reward_scores
-
     pairs = [r for r in records if "input" in r]
     if not pairs:
-        raise DataError("eval: no preference pairs in the test or validation split")
+        raise DataError(f"eval: no preference pairs in the {split} split")
     spec, dev = config.model, device()
+    dtype = resolve_dtype(spec.precision, dev)
     tokenizer = load_tokenizer(
         model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
     )
-    model = load_trained(model_path, config, train_dir, resolve_dtype(spec.precision, dev), dev)
-    chosen = [[*r["input"]["messages"], *r["preferred_output"]] for r in pairs]
-    rejected = [[*r["input"]["messages"], *r["non_preferred_output"]] for r in pairs]
-
-    def margins() -> list[float]:
-        scores = []
-        for side in (chosen, rejected):
-            rendered = render_chat_batch(
-                tokenizer, [(c, None) for c in side], max_length=config.data.max_length
-            )
-            ids = [r.input_ids for r in rendered]
-            values = []
-            for start in range(0, len(ids), config.eval.batch_size):
-                batch = collate(
-                    ids[start : start + config.eval.batch_size],
-                    ids[start : start + config.eval.batch_size],
-                    tokenizer.pad_token_id,
-                )
-                with torch.no_grad():
-                    values += reward_scores(
-                        model, batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
-                    ).tolist()
-            scores.append(values)
-        return [c - r for c, r in zip(*scores, strict=True)]
-
-    found = {"tuned": margins()}
+    sides = [
+        [[*r["input"]["messages"], *r[key]] for r in pairs]
+        for key in ("preferred_output", "non_preferred_output")
+    ]
+    options = {"batch_size": config.eval.batch_size, "max_length": config.data.max_length}
+    model = load_trained(model_path, config, train_dir, dtype, dev)
+    found = {"tuned": reward_margins(model, tokenizer, *sides, **options)}
     if config.eval.compare_base and is_peft(config.method):
         with model.disable_adapter():
-            found["base"] = margins()
+            found["base"] = reward_margins(model, tokenizer, *sides, **options)
+    elif config.eval.compare_base:
+        del model  # the base has an untrained score head: the chance-level reference
+        base = load_base(model_path, config, dtype, dev)
+        found["base"] = reward_margins(base, tokenizer, *sides, **options)
     metrics = {
         name: {
             "pairwise_accuracy": round(sum(m > 0 for m in values) / len(values), 4),
@@ -137,7 +123,7 @@ def evaluate_reward_model(
         }
         for name, values in found.items()
     }
-    report = {"samples": len(pairs), "split": "test", "metrics": metrics}
+    report = {"samples": len(pairs), "split": split, "metrics": metrics}
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
         for index, record in enumerate(pairs):
             row = {"id": record["id"], **{f"{n}_margin": v[index] for n, v in found.items()}}
@@ -145,6 +131,34 @@ def evaluate_reward_model(
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "report.md").write_text(markdown_table(report) + "\n")
     return report
+
+
+@torch.no_grad()
+def reward_margins(
+    model: Any,
+    tokenizer: Any,
+    chosen: list[list[dict[str, Any]]],
+    rejected: list[list[dict[str, Any]]],
+    *,
+    batch_size: int,
+    max_length: int | None,
+) -> list[float]:
+    """Score of each chosen conversation minus that of its rejected one."""
+    from tuneforge.train.reward import reward_scores
+
+    dev = next(model.parameters()).device
+    scores = []
+    for side in (chosen, rejected):
+        rendered = render_chat_batch(tokenizer, [(c, None) for c in side], max_length=max_length)
+        ids = [r.input_ids for r in rendered]
+        values: list[float] = []
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            batch = collate(chunk, chunk, tokenizer.pad_token_id)
+            mask = batch["attention_mask"].to(dev)
+            values += reward_scores(model, batch["input_ids"].to(dev), mask).tolist()
+        scores.append(values)
+    return [c - r for c, r in zip(*scores, strict=True)]
 
 
 def markdown_table(report: dict[str, Any]) -> str:

@@ -56,6 +56,7 @@ class RewardModel:
         device: Where it runs.
         batch_size: Conversations scored together.
         max_length: Cut each rendered conversation to this many tokens.
+        dtype: Weight dtype (the policy's, during RL).
     """
 
     def __init__(
@@ -64,10 +65,15 @@ class RewardModel:
         device: torch.device | str = "cpu",
         batch_size: int = 16,
         max_length: int | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.tokenizer = load_tokenizer(str(folder))
         self.model = load_model(
-            str(folder), device=device, head="score", pad_token_id=self.tokenizer.pad_token_id
+            str(folder),
+            device=device,
+            dtype=dtype,
+            head="score",
+            pad_token_id=self.tokenizer.pad_token_id,
         )
         if getattr(self.model.config, "num_labels", 1) != 1:
             raise ModelError(f"reward model {str(folder)!r}: its head has more than one output")

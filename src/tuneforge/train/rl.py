@@ -135,6 +135,7 @@ def rl_task(
             rl.reward_weights,
             session.accelerator.device,
             config.data.max_length + rl.max_new_tokens,
+            session.dtype,
         )
         if rl.kl_coef and not is_peft(config.method):
             context.reference_model = load_base(
@@ -160,7 +161,7 @@ def rl_step(session: Session, context: Context) -> bool:
     rollouts = rollout(session, context, merged)
     batches = _micro_batches(session, rollouts)
     loss_sum = partial(policy_loss_sum, config=config)
-    for update in range(config.rl.updates_per_batch):
+    for _ in range(config.rl.updates_per_batch):
         for index, batch in enumerate(batches):
             if rollouts.old is not None:
                 batch["old"] = rollouts.old[index]
@@ -171,8 +172,8 @@ def rl_step(session: Session, context: Context) -> bool:
         )
         if not apply_gradients(session, result.loss):
             return False
-        if update == 0:
-            rollouts.metrics.update({k: round(v, 5) for k, v in result.metrics.items()})
+        # the last update's clip fraction: on the first the ratio is 1 by construction
+        rollouts.metrics.update({k: round(v, 5) for k, v in result.metrics.items()})
     state.trained_tokens += sum(lm_count(b) for b in batches)
     session.extra["step_metrics"] = rollouts.metrics
     return True
@@ -197,14 +198,17 @@ def rollout(session: Session, context: Context, prompts: Columns) -> Rollouts:
     ids, labels = completion_rows(prompts["prompt_ids"], completions, n)
     rollouts = Rollouts(ids, labels, rewards, None, None, metrics)
     batches = _micro_batches(session, rollouts)
+    current = [_logps(session, b) for b in batches] if rl.kl_coef else None
     if rl.updates_per_batch > 1:
-        rollouts.old = [_logps(session, b) for b in batches]
+        rollouts.old = current or [_logps(session, b) for b in batches]
     if rl.kl_coef:
         rollouts.reference = _reference_logps(session, context, batches)
-    sequence_kl = _sequence_kl(session, batches, rollouts.reference)
-    metrics["kl"] = round(float(sequence_kl.sum() / max(sum(lm_count(b) for b in batches), 1)), 5)
-    if objective == "rloo":
-        rewards = rewards - rl.kl_coef * sequence_kl
+    if current is not None and rollouts.reference is not None:
+        tokens = max(sum(lm_count(b) for b in batches), 1)
+        k3 = _sequence_kl(batches, current, rollouts.reference, "k3")
+        metrics["kl"] = round(float(k3.sum()) / tokens, 5)
+        if objective == "rloo":
+            rewards = rewards - rl.kl_coef * _sequence_kl(batches, current, rollouts.reference)
     rollouts.advantages = advantages(rewards, n, objective)
     return rollouts
 
@@ -268,7 +272,8 @@ def validate_rewards(session: Session, context: Context, prompts: Columns) -> di
     reference = _reference_logps(session, context, batches)
     if reference is not None:
         tokens = max(sum(lm_count(b) for b in batches), 1)
-        kl = _sequence_kl(session, batches, reference, estimator="k3").sum() / tokens
+        current = [_logps(session, b) for b in batches]
+        kl = _sequence_kl(batches, current, reference, "k3").sum() / tokens
         values["kl"] = float(kl)
     return values
 
@@ -333,18 +338,20 @@ def _reference_logps(
 
 
 def _sequence_kl(
-    session: Session,
     batches: list[Batch],
-    reference: list[torch.Tensor] | None,
+    policy: list[torch.Tensor],
+    reference: list[torch.Tensor],
     estimator: str = "k1",
 ) -> torch.Tensor:
-    """Per-completion KL to the reference summed over its tokens (zeros without a reference)."""
-    if reference is None:
-        return torch.zeros(sum(b["input_ids"].shape[0] for b in batches))
+    """Per-completion KL to the reference, summed over its tokens.
+
+    ``k1`` is the plain log-ratio (RLOO's penalty); ``k3`` the non-negative
+    ``exp(ref - pi) - (ref - pi) - 1`` that GRPO's loss uses and the metrics report.
+    """
     values = []
-    for batch, ref in zip(batches, reference, strict=True):
+    for batch, current, ref in zip(batches, policy, reference, strict=True):
         mask = (batch["labels"][:, 1:] != -100).float()
-        gap = ref - _logps(session, batch)
+        gap = ref - current
         per_token = gap.neg() if estimator == "k1" else torch.exp(gap) - gap - 1
         values.append((per_token * mask).sum(1))
     return torch.cat(values)

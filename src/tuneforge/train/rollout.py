@@ -152,6 +152,7 @@ def build_rewarder(
     weights: list[float] | None,
     device: torch.device,
     max_length: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Rewarder:
     """Load the reward model (a folder) and the ``module:function`` rewards of the ``rl`` section.
 
@@ -162,7 +163,7 @@ def build_rewarder(
     if reward_model is not None:
         if not (Path(reward_model) / "config.json").is_file():
             raise ConfigError(f"rl.reward_model {reward_model!r}: not a model folder")
-        model = RewardModel(reward_model, device=device, max_length=max_length)
+        model = RewardModel(reward_model, device=device, max_length=max_length, dtype=dtype)
     loaded = [(spec, load_function(spec, "rl.reward_functions")) for spec in functions]
     return Rewarder(model, loaded, list(weights or []))
 
