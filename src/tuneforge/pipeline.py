@@ -15,6 +15,7 @@ from typing import Any
 from tuneforge.config import Config
 from tuneforge.config.load import config_hash
 from tuneforge.console import quiet_libraries, say
+from tuneforge.data.configure import data_family
 from tuneforge.errors import ConfigError
 from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.runs import RunDir, StageResult, find_finished, run_stage, stage_key
@@ -76,7 +77,7 @@ class Pipeline:
         if stage == "data":
             return {
                 "data": c.data.model_dump(),
-                "objective": c.objective,
+                "prepares": data_family(c.objective),
                 "data_sha256": self._input_hash(c.data.path),
                 "model": self.model_identity(),
                 "seed": c.seed,
@@ -170,7 +171,7 @@ class Pipeline:
         )
         return prepare_data(
             self.config.data, tokenizer, self.config.seed, out, objective=self.config.objective
-        )
+        )  # every objective of the family prepares the same rows
 
     def _train(self, out: Path) -> dict[str, Any]:
         from tuneforge.train.launch import train_in_processes

@@ -277,7 +277,7 @@ def test_grpo_writes_prompts_and_their_reference_replies(chat_tokenizer, tmp_pat
         pii={"mode": "off"},
     )
     assert books["read"] == 11 and balanced(books)
-    assert books["dropped"] == {"kind_text_not_used_by_grpo": 1, "prompt_too_long": 1}
+    assert books["dropped"] == {"kind_text_not_used_for_prompts": 1, "prompt_too_long": 1}
     assert books["prompts"] == {"train": 9, "val": 0, "test": 0}
     table = read_prompts(tmp_path / "out", "train")
     assert table.schema.names == ["id", "prompt_ids", "prompt", "tools", "reference"]

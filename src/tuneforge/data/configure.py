@@ -50,13 +50,19 @@ OBJECTIVE_OUTPUTS = {
 }
 
 
+def data_family(objective: str) -> str:
+    """What the data stage prepares for an objective: ``sft``, ``pretrain``, ``pairs``,
+    ``unpaired`` or ``prompts``. Objectives of one family share a prepared data stage."""
+    return OBJECTIVE_OUTPUTS.get(objective, objective)
+
+
 def build_steps(
     data: DataConfig, tokenizer: PreTrainedTokenizerBase | None = None, objective: str = "sft"
 ) -> list[Step]:
     """The steps before the split, in order: kind, normalise, markup, quality, dedup, PII."""
-    kinds = OBJECTIVE_KINDS[objective]
+    kinds, family = OBJECTIVE_KINDS[objective], data_family(objective)
     steps: list[Step] = [
-        FilterStep("kind", lambda s: (s.kind in kinds, f"kind_{s.kind}_not_used_by_{objective}"))
+        FilterStep("kind", lambda s: (s.kind in kinds, f"kind_{s.kind}_not_used_for_{family}"))
     ]
     clean = data.clean
     if clean.normalize:

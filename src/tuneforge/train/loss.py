@@ -38,3 +38,15 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 def trained_tokens(labels: torch.Tensor) -> int:
     """How many positions of a label batch carry loss after the causal shift."""
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[batch, seq - 1]`` log-prob of each next labelled token (0 where the label is ignored).
+
+    The token's logit minus the log-sum-exp of its row: unlike a full ``log_softmax``,
+    this keeps no extra ``[batch, seq, vocab]`` tensor for the backward pass.
+    """
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    picked = torch.gather(logits, 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked.float() - torch.logsumexp(logits.float(), dim=-1)) * mask

@@ -200,7 +200,7 @@ def reference_logps(session: Session, rows: Columns) -> torch.Tensor:
             batch = to_device(batch, session.accelerator.device)
             logits = sequence_logits(model, batch["input_ids"], batch["attention_mask"])
             parts.append(sequence_logps(logits, batch["labels"])[0].float().cpu())
-            bar.advance(job, batch["input_ids"].shape[0])
+            bar.advance(job, len(parts[-1]) // (1 if "desirable" in batch else 2))
     model.train(was_training)
     values = torch.cat([_pairs_view(p, "desirable" not in batch) for p in parts])
     return values.contiguous()

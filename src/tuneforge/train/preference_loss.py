@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tuneforge.train.loss import IGNORE_INDEX
+from tuneforge.train.loss import IGNORE_INDEX, token_logps
 
 DEFAULT_BETA = {"dpo": 0.1, "orpo": 0.1, "kto": 0.1, "simpo": 2.0}
 
@@ -44,12 +44,7 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     Returns:
         (``[batch]`` summed log-probs, ``[batch]`` token counts), after the causal shift.
     """
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = labels != IGNORE_INDEX
-    picked = torch.gather(
-        F.log_softmax(logits, dim=-1), 2, labels.clamp(min=0).unsqueeze(-1)
-    ).squeeze(-1)
-    return (picked * mask).sum(-1), mask.sum(-1)
+    return token_logps(logits, labels).sum(-1), (labels[:, 1:] != IGNORE_INDEX).sum(-1)
 
 
 def bradley_terry_loss(

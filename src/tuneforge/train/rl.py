@@ -48,6 +48,7 @@ from tuneforge.train.loop import (
     to_device,
     train_task,
 )
+from tuneforge.train.loss import token_logps
 from tuneforge.train.methods import is_peft, load_base, sequence_logits
 from tuneforge.train.pairs import Columns, load_columns
 from tuneforge.train.rollout import (
@@ -56,7 +57,6 @@ from tuneforge.train.rollout import (
     completion_rows,
     sample_completions,
     stop_ids,
-    token_logps,
 )
 
 STD_EPS = 1e-4

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from tuneforge.errors import ConfigError
 from tuneforge.plugins import load_function
@@ -90,15 +89,6 @@ def sample_completions(
         cut = next((i + 1 for i, token in enumerate(row) if token in stop), len(row))
         completions.append(row[:cut])
     return completions
-
-
-def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``[batch, seq - 1]`` log-prob of each next token (0 where the label is ignored)."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    picked = torch.gather(
-        F.log_softmax(logits, dim=-1), 2, labels.clamp(min=0).unsqueeze(-1)
-    ).squeeze(-1)
-    return picked * (labels != IGNORE_INDEX)
 
 
 def completion_rows(
