@@ -154,8 +154,9 @@ def test_online_rl_raises_the_reward_on_held_out_prompts(
         "train.batch_size=4",
     )
     assert len(logged(run, "reward")) == steps
-    # greedy replies to the same held-out prompts, before and after: short replies now
-    assert summary["val_reward_before"] < 0 < summary["val_reward_after"]
+    # greedy replies to the same held-out prompts, before and after: short ones now
+    # (sampled replies reuse one seeded stream, so a small policy change barely moves them)
+    assert summary["val_greedy_reward_before"] < 0 < summary["val_greedy_reward_after"]
     assert summary["val_kl_before"] == pytest.approx(0.0, abs=1e-6)
     assert 0 < summary["val_kl_after"] < 1.0
     assert all(k >= 0 for k in logged(run, "kl"))

@@ -28,7 +28,7 @@ def documented_commands(program: str) -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "examples").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_config_validates(path: Path) -> None:
     config = load_config(path)
     assert Path(config.data.path).is_file(), config.data.path

@@ -18,9 +18,10 @@ One step of the loop (:mod:`tuneforge.train.loop`, through :attr:`Task.step`):
 
 The reference is the model before training: for adapter methods the same weights
 with the adapter switched off (no second copy), for full and freeze training a
-frozen copy. Validation generates greedy replies to ``rl.eval_prompts`` held-out
-prompts and reports their mean reward, the KL to the reference per token, and
-their length; its ``loss`` is the negative reward.
+frozen copy. Validation samples replies to ``rl.eval_prompts`` held-out prompts
+from a fixed random stream and reports their mean reward (and that of greedy
+replies), the KL to the reference per token and their length; its ``loss`` is
+the negative reward.
 """
 
 from __future__ import annotations
@@ -249,26 +250,48 @@ def policy_loss_sum(
 
 @torch.no_grad()
 def validate_rewards(session: Session, context: Context, prompts: Columns) -> dict[str, float]:
-    """Greedy replies to held-out prompts: mean reward, KL to the reference per token, length."""
+    """Held-out prompts: mean reward of sampled replies, KL per token, length; greedy reward.
+
+    ``rl.num_generations`` replies per prompt are sampled as in training, from a random
+    stream seeded by ``seed`` alone (so every validation draws alike and training's
+    stream is left untouched): ``reward`` is the expected reward RL maximises.
+    ``greedy_reward`` scores one greedy reply per prompt.
+    """
     if not len(prompts) or context.rewarder is None:
         return {}
+    rl = session.config.rl
     model = session.accelerator.unwrap_model(session.model)
-    completions = sample_completions(
-        model,
-        prompts["prompt_ids"],
-        n=1,
-        max_new_tokens=session.config.rl.max_new_tokens,
-        pad_id=session.tokenizer.pad_token_id,
-        stop=stop_ids(model, session.tokenizer),
-        greedy=True,
-    )
-    rewards, _ = _score(session, context, prompts, completions, 1)
-    ids, labels = completion_rows(prompts["prompt_ids"], completions, 1)
+    options = {
+        "max_new_tokens": rl.max_new_tokens,
+        "pad_id": session.tokenizer.pad_token_id,
+        "stop": stop_ids(model, session.tokenizer),
+    }
+    dev = session.accelerator.device
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(session.config.seed)
+        completions = sample_completions(
+            model,
+            prompts["prompt_ids"],
+            n=rl.num_generations,
+            temperature=rl.temperature,
+            top_p=rl.top_p,
+            **options,
+        )
+    greedy = sample_completions(model, prompts["prompt_ids"], n=1, greedy=True, **options)
+    greedy_rewards, _ = _score(session, context, prompts, greedy, 1)
+    n = rl.num_generations
+    rewards, _ = _score(session, context, prompts, completions, n)
+    ids, labels = completion_rows(prompts["prompt_ids"], completions, n)
     rollouts = Rollouts(ids, labels, rewards, None, None, {})
     batches = _micro_batches(session, rollouts)
     lengths = [len(c) for c in completions]
     reward = float(rewards.mean())
-    values = {"loss": -reward, "reward": reward, "length": sum(lengths) / len(lengths)}
+    values = {
+        "loss": -reward,
+        "reward": reward,
+        "greedy_reward": float(greedy_rewards.mean()),
+        "length": sum(lengths) / len(lengths),
+    }
     reference = _reference_logps(session, context, batches)
     if reference is not None:
         tokens = max(sum(lm_count(b) for b in batches), 1)
