@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from tuneforge.data.pii import PiiStep
 from tuneforge.data.sample import Sample
 from tuneforge.data.steps import FilterStep, Step
 from tuneforge.errors import DataError
+from tuneforge.plugins import load_function
 
 # The sample kinds each objective trains on. KTO takes a preference pair as two unpaired
 # rows (chosen desirable, rejected undesirable); online RL uses only the prompts.
@@ -142,24 +141,7 @@ def _classifier(spec: str | None, base: Path) -> Callable[[str], float] | None:
     """Load the ``module:function`` toxicity scorer named in the config (a module or a .py file)."""
     if spec is None:
         return None
-    key = "data.clean.toxicity_classifier"
-    module_name, _, function_name = spec.partition(":")
-    if not module_name or not function_name:
-        raise DataError(f"{key}: {spec!r} is not module:function (e.g. my_filters:score)")
-    file = Path(module_name if module_name.endswith(".py") else f"{module_name}.py")
-    file = file if file.is_absolute() else base / file
-    try:
-        if file.is_file():
-            loader = importlib.util.spec_from_file_location(file.stem, file)
-            module = importlib.util.module_from_spec(loader)
-            loader.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except Exception as err:  # the user's module: any import error is theirs to fix
-        raise DataError(f"{key}: cannot import {module_name!r}: {err}") from err
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise DataError(f"{key}: {module_name!r} has no function {function_name!r}")
+    function = load_function(spec, "data.clean.toxicity_classifier", base, DataError)
     return _checked_scores(function, spec)
 
 
