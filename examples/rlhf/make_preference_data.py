@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from make_quickstart_data import PRIORITIES, TEAMS, build_records  # noqa: E402
+from make_quickstart_data import PRIORITIES, TEAMS, build_records
 
 SEED = 20261128
 N_RECORDS = 600
