@@ -181,3 +181,44 @@ def test_public_preference_fixtures_train_end_to_end(
     summary, _ = train(config, monkeypatch, "train.max_steps=4", "train.batch_size=4")
     assert summary["steps"] == 4 and summary["train_samples"] >= 30
     assert summary["val_loss_after"] is not None
+
+
+@pytest.mark.slow
+def test_reward_model_evaluates_exports_and_scores_a_file(
+    pairs_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(pairs_project.parent)
+    sets = ["--set", "objective=reward", "--set", "method.kind=lora", "--set", "train.lr=1.0e-2"]
+    sets += ["--set", "train.max_steps=24"]
+    assert main(["run", pairs_project.name, *sets]) == 0
+    run = sorted((pairs_project.parent / "runs" / "t").iterdir(), key=lambda p: p.stat().st_mtime)[
+        -1
+    ]
+    manifest = json.loads((run / "manifest.json").read_text())
+    metrics = manifest["stages"]["eval"]["summary"]["metrics"]
+    assert metrics["tuned"]["mean_margin"] > metrics["base"]["mean_margin"] + 0.5
+    merged = run / "export" / "merged"
+    assert json.loads((merged / "config.json").read_text())["architectures"] == [
+        "LlamaForSequenceClassification"
+    ]
+    pairs = [json.loads(line) for line in PAIRS.read_text().splitlines()]
+    pair = next(p for p in pairs if not p["rejected"].startswith("{"))  # a prose reply
+    to_score = pairs_project.parent / "score.jsonl"
+    to_score.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": side,
+                    "messages": [*pair["messages"], {"role": "assistant", "content": pair[side]}],
+                }
+            )
+            + "\n"
+            for side in ("chosen", "rejected")
+        )
+    )
+    capsys.readouterr()
+    out = pairs_project.parent / "scores.jsonl"
+    assert main(["reward", "score", str(merged), str(to_score), "--out", str(out)]) == 0
+    scores = {r["id"]: r["score"] for r in map(json.loads, out.read_text().splitlines())}
+    assert scores["chosen"] > scores["rejected"]
+    assert "scored 2 responses" in capsys.readouterr().out

@@ -6,17 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tuneforge.config.schema import Config
 from tuneforge.data.prepare import read_split
-from tuneforge.data.render import prompt_messages, render_chat_batch
+from tuneforge.data.render import prompt_messages
 from tuneforge.errors import DataError
 from tuneforge.eval.generate import generate
 from tuneforge.eval.metrics import score
 from tuneforge.models.hardware import device, resolve_dtype
 from tuneforge.models.load import load_tokenizer
-from tuneforge.train.batching import collate
 from tuneforge.train.methods import is_peft, load_base, load_trained
 
 
@@ -133,7 +130,6 @@ def evaluate_reward_model(
     return report
 
 
-@torch.no_grad()
 def reward_margins(
     model: Any,
     tokenizer: Any,
@@ -144,21 +140,11 @@ def reward_margins(
     max_length: int | None,
 ) -> list[float]:
     """Score of each chosen conversation minus that of its rejected one."""
-    from tuneforge.train.reward import reward_scores
+    from tuneforge.train.reward import score_conversations
 
-    dev = next(model.parameters()).device
-    scores = []
-    for side in (chosen, rejected):
-        rendered = render_chat_batch(tokenizer, [(c, None) for c in side], max_length=max_length)
-        ids = [r.input_ids for r in rendered]
-        values: list[float] = []
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start : start + batch_size]
-            batch = collate(chunk, chunk, tokenizer.pad_token_id)
-            mask = batch["attention_mask"].to(dev)
-            values += reward_scores(model, batch["input_ids"].to(dev), mask).tolist()
-        scores.append(values)
-    return [c - r for c, r in zip(*scores, strict=True)]
+    good = score_conversations(model, tokenizer, chosen, batch_size, max_length)
+    bad = score_conversations(model, tokenizer, rejected, batch_size, max_length)
+    return [c - r for c, r in zip(good, bad, strict=True)]
 
 
 def markdown_table(report: dict[str, Any]) -> str:

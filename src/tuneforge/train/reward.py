@@ -81,24 +81,32 @@ class RewardModel:
         self.device = torch.device(device)
         self.batch_size, self.max_length = batch_size, max_length
 
-    @torch.no_grad()
     def score(self, conversations: list[list[dict[str, Any]]]) -> list[float]:
         """One score per conversation, rendered through the model's own chat template."""
-        scores: list[float] = []
-        for start in range(0, len(conversations), self.batch_size):
-            chunk = conversations[start : start + self.batch_size]
-            rendered = render_chat_batch(
-                self.tokenizer, [(c, None) for c in chunk], max_length=self.max_length
-            )
-            ids = [r.input_ids for r in rendered]
-            batch = collate(ids, ids, self.tokenizer.pad_token_id)
-            values = reward_scores(
-                self.model,
-                batch["input_ids"].to(self.device),
-                batch["attention_mask"].to(self.device),
-            )
-            scores.extend(values.tolist())
-        return scores
+        return score_conversations(
+            self.model, self.tokenizer, conversations, self.batch_size, self.max_length
+        )
+
+
+@torch.no_grad()
+def score_conversations(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, Any]]],
+    batch_size: int = 16,
+    max_length: int | None = None,
+) -> list[float]:
+    """Scores of a reward model (plain or PEFT) for conversations ending in the scored reply."""
+    dev = next(model.parameters()).device
+    scores: list[float] = []
+    for start in range(0, len(conversations), batch_size):
+        chunk = conversations[start : start + batch_size]
+        rendered = render_chat_batch(tokenizer, [(c, None) for c in chunk], max_length=max_length)
+        ids = [r.input_ids for r in rendered]
+        batch = collate(ids, ids, tokenizer.pad_token_id)
+        mask = batch["attention_mask"].to(dev)
+        scores.extend(reward_scores(model, batch["input_ids"].to(dev), mask).tolist())
+    return scores
 
 
 def read_scoring_file(path: str | Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:

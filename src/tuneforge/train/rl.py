@@ -65,13 +65,14 @@ STD_EPS = 1e-4
 
 @dataclass
 class Rollouts:
-    """A step's sampled completions as training rows, with what the loss needs."""
+    """A step's completions as micro-batches holding what the loss needs, and the step's metrics.
 
-    ids: list[list[int]]
-    labels: list[list[int]]
-    advantages: torch.Tensor
-    old: list[torch.Tensor] | None  # per micro-batch, when updates_per_batch > 1
-    reference: list[torch.Tensor] | None  # per micro-batch, for GRPO's KL term
+    Each micro-batch has the rows (prompt + completion, labels on the completion),
+    ``advantages``, and ``old`` (updates_per_batch > 1) and ``reference`` (a KL
+    penalty) per-token log-probs when they are needed.
+    """
+
+    batches: list[Batch]
     metrics: dict[str, float]
 
 
@@ -160,14 +161,9 @@ def rl_step(session: Session, context: Context) -> bool:
     state.epoch, state.offset = session.batches.epoch, session.batches.offset
     merged = Columns({k: [v for p in prompts for v in p[k]] for k in prompts[0].data})
     rollouts = rollout(session, context, merged)
-    batches = _micro_batches(session, rollouts)
+    batches = rollouts.batches
     loss_sum = partial(policy_loss_sum, config=config)
     for _ in range(config.rl.updates_per_batch):
-        for index, batch in enumerate(batches):
-            if rollouts.old is not None:
-                batch["old"] = rollouts.old[index]
-            if rollouts.reference is not None:
-                batch["reference"] = rollouts.reference[index]
         result = accumulate_gradients(
             session.model, batches, session.accelerator, loss_sum, lm_count
         )
@@ -196,22 +192,31 @@ def rollout(session: Session, context: Context, prompts: Columns) -> Rollouts:
         top_p=rl.top_p,
     )
     rewards, metrics = _score(session, context, prompts, completions, n)
-    ids, labels = completion_rows(prompts["prompt_ids"], completions, n)
-    rollouts = Rollouts(ids, labels, rewards, None, None, metrics)
-    batches = _micro_batches(session, rollouts)
+    batches = _micro_batches(session, *completion_rows(prompts["prompt_ids"], completions, n))
     current = [_logps(session, b) for b in batches] if rl.kl_coef else None
     if rl.updates_per_batch > 1:
-        rollouts.old = current or [_logps(session, b) for b in batches]
-    if rl.kl_coef:
-        rollouts.reference = _reference_logps(session, context, batches)
-    if current is not None and rollouts.reference is not None:
+        for batch, old in zip(
+            batches, current or [_logps(session, b) for b in batches], strict=True
+        ):
+            batch["old"] = old
+    reference = _reference_logps(session, context, batches) if rl.kl_coef else None
+    if current is not None and reference is not None:
+        for batch, ref in zip(batches, reference, strict=True):
+            batch["reference"] = ref
         tokens = max(sum(lm_count(b) for b in batches), 1)
-        k3 = _sequence_kl(batches, current, rollouts.reference, "k3")
+        k3 = _sequence_kl(batches, current, reference, "k3")
         metrics["kl"] = round(float(k3.sum()) / tokens, 5)
         if objective == "rloo":
-            rewards = rewards - rl.kl_coef * _sequence_kl(batches, current, rollouts.reference)
-    rollouts.advantages = advantages(rewards, n, objective)
-    return rollouts
+            rewards = rewards - rl.kl_coef * _sequence_kl(batches, current, reference)
+    for batch, value in zip(
+        batches, advantages(rewards, n, objective).split(_sizes(batches)), strict=True
+    ):
+        batch["advantages"] = value
+    return Rollouts(batches, metrics)
+
+
+def _sizes(batches: list[Batch]) -> list[int]:
+    return [b["input_ids"].shape[0] for b in batches]
 
 
 def advantages(rewards: torch.Tensor, n: int, objective: str) -> torch.Tensor:
@@ -281,9 +286,7 @@ def validate_rewards(session: Session, context: Context, prompts: Columns) -> di
     greedy_rewards, _ = _score(session, context, prompts, greedy, 1)
     n = rl.num_generations
     rewards, _ = _score(session, context, prompts, completions, n)
-    ids, labels = completion_rows(prompts["prompt_ids"], completions, n)
-    rollouts = Rollouts(ids, labels, rewards, None, None, {})
-    batches = _micro_batches(session, rollouts)
+    batches = _micro_batches(session, *completion_rows(prompts["prompt_ids"], completions, n))
     lengths = [len(c) for c in completions]
     reward = float(rewards.mean())
     values = {
@@ -320,16 +323,13 @@ def _score(
     return rewards, metrics
 
 
-def _micro_batches(session: Session, rollouts: Rollouts) -> list[Batch]:
-    size = session.config.train.batch_size
-    pad = session.tokenizer.pad_token_id
-    batches = []
-    for start in range(0, len(rollouts.ids), size):
-        end = min(start + size, len(rollouts.ids))
-        batch = collate(rollouts.ids[start:end], rollouts.labels[start:end], pad)
-        batch["advantages"] = rollouts.advantages[start:end].clone()
-        batches.append(batch)
-    return batches
+def _micro_batches(session: Session, ids: list[list[int]], labels: list[list[int]]) -> list[Batch]:
+    """Right-padded micro-batches of ``train.batch_size`` rows."""
+    size, pad = session.config.train.batch_size, session.tokenizer.pad_token_id
+    return [
+        collate(ids[start : start + size], labels[start : start + size], pad)
+        for start in range(0, len(ids), size)
+    ]
 
 
 @torch.no_grad()
