@@ -12,7 +12,7 @@ demo through the project's data stage (:func:`tuneforge.data.prepare.prepare_dat
 Budget: ``B x L`` token slots per micro-batch (``--batch`` B, default 4; ``--length`` L, 256),
 one micro-batch per optimizer step, the same learning rate (``--lr``) and seed on both sides.
 
-* **tuneforge SFT**: :func:`tuneforge.train.lm.train_lm` with a :class:`Config` built in code,
+* **tuneforge SFT**: :func:`tuneforge.train.recipes.train` with a :class:`Config` built in code,
   objective sft and every default (LoRA r 16, alpha 32, dropout 0.05, all linear layers; cosine
   schedule, 5% warm-up; precision auto: fp32 on this CPU) except ``train.packing: true`` (the
   data stage's padding-free rows of L tokens, block-diagonal masks): B packed rows a step.
@@ -33,7 +33,7 @@ Trained tokens are tokens whose label is not -100 after the causal shift, counte
 each trainer really drew (TRL: a wrapper around its collator; its loader draws one batch ahead,
 which is left out). The wall-clock time is noted at the end of every optimizer step: ``step s``
 is the median step, ``tok/s`` trained tokens per step over it, ``tok/s (loop)`` trained tokens
-over the whole loop (tuneforge: ``train_lm``'s ``seconds``, with its final checkpoint; TRL:
+over the whole loop (tuneforge: ``train``'s ``seconds``, with its final checkpoint; TRL:
 ``trainer.train()``), ``cores`` the process's CPU time over wall time during the steps (2 on a
 quiet machine) and ``fill`` real tokens per computed slot. On a machine shared with other jobs a
 step's wall time (and its CPU time, inflated by spinning threads) swings several-fold from one
@@ -53,7 +53,7 @@ inherited, ``peak anon`` the largest anonymous RSS sampled every 20 ms (``/proc/
 which leaves out the file pages of memory-mapped safetensors weights.
 
 **Methods**: LoRA, QLoRA (bitsandbytes NF4 base, double quantization, fp32 compute on CPU) and
-full fine-tuning through ``train_lm`` on the same model and budget (``--method-steps``, no
+full fine-tuning through ``train`` on the same model and budget (``--method-steps``, no
 validation split), with the bytes of the model's parameters and buffers (``weights MB``).
 **Memory at >= 100M parameters**: LoRA on the fp32 base against QLoRA on a random-init Llama of
 105M parameters (hidden 1,024, 8 layers, MLP 2,816), ``--large-steps`` steps of
@@ -94,9 +94,9 @@ from tuneforge.models.load import load_tokenizer
 from tuneforge.models.tiny import build_tiny_model
 from tuneforge.train.adapters import peft_config
 from tuneforge.train.batching import collate
-from tuneforge.train.lm import train_lm
 from tuneforge.train.loss import IGNORE_INDEX, token_loss_sum, trained_tokens
 from tuneforge.train.methods import prepare_model
+from tuneforge.train.recipes import train
 from tuneforge.train.rows import load_rows
 
 THROUGHPUT_TARGET = 2.0  # tuneforge trained tokens/s over TRL default's
@@ -256,12 +256,12 @@ def tuneforge_config(
 def run_tuneforge(
     model_dir: Path, data_dir: Path, budget: Budget, steps: int, kind: str, packing: bool = True
 ) -> dict[str, Any]:
-    """``train_lm`` for ``steps`` steps of ``kind``; step times from its per-step log."""
+    """``train`` for ``steps`` steps of ``kind``; step times from its per-step log."""
     quiet_libraries()
     config = tuneforge_config(model_dir, budget, steps, kind, packing)
     stamps: list[Stamp] = []
     with tempfile.TemporaryDirectory(prefix="tuneforge-train-") as tmp:
-        summary = train_lm(
+        summary = train(
             config,
             str(model_dir),
             data_dir,
@@ -280,7 +280,7 @@ def run_tuneforge(
 
 
 def weights_mb(model_dir: Path, kind: str) -> dict[str, Any]:
-    """Bytes of the parameters and buffers of the model ``train_lm`` would train, in MB."""
+    """Bytes of the parameters and buffers of the model ``train`` would train, in MB."""
     quiet_libraries()
     config = tuneforge_config(model_dir, Budget(), 1, kind)
     model = prepare_model(str(model_dir), config, torch.float32, torch.device("cpu"))
@@ -478,7 +478,7 @@ def headline(runs: Runs, work: Path, budget: Budget, args: argparse.Namespace, f
 
 
 def methods(runs: Runs, model: Path, data: Path, budget: Budget, steps: int, kinds: tuple) -> dict:
-    """``kinds`` through ``train_lm`` on one model and budget, and their weights' size."""
+    """``kinds`` through ``train`` on one model and budget, and their weights' size."""
     rows: dict[str, dict[str, Any]] = {}
     for kind in kinds if steps else ():
         result = runs(f"{model.name} {kind}", run_tuneforge, model, data, budget, steps, kind)

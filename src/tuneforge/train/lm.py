@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 
 from tuneforge.config.schema import Config
-from tuneforge.train.loop import Log, Task, train_task
+from tuneforge.train.loop import Task
 from tuneforge.train.replay import load_replay
 from tuneforge.train.rows import collate_rows, load_rows
 
@@ -31,31 +31,4 @@ def lm_task(
         collate=lambda rows: collate_rows(rows, tokenizer.pad_token_id, dtype),
         replay=load_replay(config, tokenizer, packed=packed),
         replay_fraction=config.train.replay.fraction,
-    )
-
-
-def train_lm(
-    config: Config,
-    model_path: str,
-    data_dir: Path,
-    out_dir: Path,
-    *,
-    checkpoints: Path,
-    key: str,
-    resume: bool = False,
-    log: Log = lambda **_: None,
-    resume_hint: str = "tuneforge train CONFIG --resume",
-) -> dict[str, Any]:
-    """Train with next-token loss; see :func:`tuneforge.train.loop.train_task`."""
-    return train_task(
-        config,
-        model_path,
-        data_dir,
-        out_dir,
-        lm_task,
-        checkpoints=checkpoints,
-        key=key,
-        resume=resume,
-        log=log,
-        resume_hint=resume_hint,
     )

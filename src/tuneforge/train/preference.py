@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from tuneforge.config.schema import Config
 from tuneforge.console import progress, say
-from tuneforge.train.loop import Batch, Log, Session, Task, to_device, train_task
+from tuneforge.train.loop import Batch, Session, Task, to_device
 from tuneforge.train.methods import is_peft, sequence_logits
 from tuneforge.train.pairs import Columns, collate_pairs, collate_unpaired, load_columns, pair_count
 from tuneforge.train.preference_loss import (
@@ -45,33 +45,6 @@ from tuneforge.train.reward import reward_scores
 
 REFERENCE_FILE = "reference.safetensors"
 USES_REFERENCE = ("dpo", "kto")
-
-
-def train_preference(
-    config: Config,
-    model_path: str,
-    data_dir: Path,
-    out_dir: Path,
-    *,
-    checkpoints: Path,
-    key: str,
-    resume: bool = False,
-    log: Log = lambda **_: None,
-    resume_hint: str = "tuneforge train CONFIG --resume",
-) -> dict[str, Any]:
-    """Train a reward model or a policy on preference data; see :func:`loop.train_task`."""
-    return train_task(
-        config,
-        model_path,
-        data_dir,
-        out_dir,
-        preference_task,
-        checkpoints=checkpoints,
-        key=key,
-        resume=resume,
-        log=log,
-        resume_hint=resume_hint,
-    )
 
 
 def preference_task(

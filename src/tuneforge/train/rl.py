@@ -40,14 +40,12 @@ from tuneforge.config.schema import Config
 from tuneforge.train.batching import collate
 from tuneforge.train.loop import (
     Batch,
-    Log,
     Session,
     Task,
     accumulate_gradients,
     apply_gradients,
     lm_count,
     to_device,
-    train_task,
 )
 from tuneforge.train.loss import token_logps
 from tuneforge.train.methods import is_peft, load_base, sequence_logits
@@ -84,33 +82,6 @@ class Context:
     model_path: str
     rewarder: Rewarder | None = None
     reference_model: Any = None
-
-
-def train_rl(
-    config: Config,
-    model_path: str,
-    data_dir: Path,
-    out_dir: Path,
-    *,
-    checkpoints: Path,
-    key: str,
-    resume: bool = False,
-    log: Log = lambda **_: None,
-    resume_hint: str = "tuneforge train CONFIG --resume",
-) -> dict[str, Any]:
-    """Train the policy by GRPO or RLOO; see :func:`tuneforge.train.loop.train_task`."""
-    return train_task(
-        config,
-        model_path,
-        data_dir,
-        out_dir,
-        partial(rl_task, model_path=model_path),
-        checkpoints=checkpoints,
-        key=key,
-        resume=resume,
-        log=log,
-        resume_hint=resume_hint,
-    )
 
 
 def rl_task(
