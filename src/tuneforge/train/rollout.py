@@ -17,19 +17,13 @@ from typing import Any
 import torch
 
 from tuneforge.errors import ConfigError
+from tuneforge.eval.generate import left_pad
+from tuneforge.eval.generate import stop_ids as stop_ids  # rl and feedback import it from here
 from tuneforge.plugins import load_function
 from tuneforge.train.loss import IGNORE_INDEX
 from tuneforge.train.reward import RewardModel
 
 Message = dict[str, Any]
-
-
-def stop_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Token ids that end a completion: the model's generation EOS ids and the tokenizer's."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = configured if isinstance(configured, list) else [configured]
-    ids = [i for i in [*ids, tokenizer.eos_token_id] if i is not None]
-    return sorted(set(ids))
 
 
 @torch.no_grad()
@@ -61,9 +55,8 @@ def sample_completions(
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=dev)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
+    ids, mask = left_pad(prompts, pad_id, dev)
+    width = ids.shape[1]
     options: dict[str, Any] = (
         {"do_sample": False}
         if greedy
