@@ -16,7 +16,7 @@ from tuneforge.config import Config
 from tuneforge.config.load import config_hash
 from tuneforge.console import quiet_libraries, say
 from tuneforge.data.configure import data_family
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, GateFailed
 from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.runs import RunDir, StageResult, find_finished, run_stage, stage_key
 from tuneforge.runs.hashing import tree_sha256
@@ -41,6 +41,7 @@ class Pipeline:
     resume: bool = False
     nproc: int = 1
     launcher_config: str | None = None
+    override_gates: bool = False
     done: dict[str, StageResult] = field(default_factory=dict)
 
     def execute(self, stage: str) -> StageResult:
@@ -49,10 +50,31 @@ class Pipeline:
         for upstream in STAGES[: STAGES.index(stage)]:
             if upstream not in self.done and self._needed(upstream):
                 self.require(upstream)
+        if stage == "export":
+            self.check_gates(export=True)
         work = getattr(self, f"_{stage}")
         result = run_stage(self.run, stage, self.material(stage), work, force=self.force, say=say)
         self.done[stage] = result
         return result
+
+    def check_gates(self, *, export: bool = False) -> None:
+        """Stop when the eval failed a gate: exit 3, naming each gate and by how much.
+
+        Before an export, ``override_gates`` (``tuneforge export --force``) lets it
+        through; the model card then records which gates it failed.
+        """
+        from tuneforge.eval.gates import failed_gates
+
+        failed = failed_gates(self.done["eval"].summary) if "eval" in self.done else []
+        if not failed or (export and self.override_gates):
+            return
+        detail = "; ".join(failed)
+        if export:
+            raise GateFailed(
+                f"export refused: the eval failed {len(failed)} gate(s): {detail}. Improve the "
+                f"model, or `tuneforge export {self.config_file} --force` (recorded in the card)"
+            )
+        raise GateFailed(f"{len(failed)} eval gate(s) failed: {detail}")
 
     def require(self, stage: str) -> StageResult:
         """Link a finished upstream stage into the run; only the tiny base model is built here."""
@@ -200,16 +222,18 @@ class Pipeline:
         report = evaluate(
             self.config, self.model_path(), self.done["data"].path, self.done["train"].path, out
         )
-        for model, values in report["metrics"].items():
+        for model, values in report["values"].items():
             self.run.log_metrics("eval", model=model, **values)
         return report
 
     def _export(self, out: Path) -> dict[str, Any]:
         from tuneforge.export.hf import export_model
 
-        return export_model(
-            self.config, self.model_path(), self.done["train"].path, out, self.lineage()
-        )
+        lineage = self.lineage()
+        from tuneforge.eval.gates import failed_gates
+
+        lineage["gates_overridden"] = failed_gates(self.done["eval"].summary)
+        return export_model(self.config, self.model_path(), self.done["train"].path, out, lineage)
 
 
 def _never(_: Path) -> dict[str, Any]:

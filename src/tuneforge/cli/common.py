@@ -55,24 +55,26 @@ def show_config(config: Config) -> None:
     err.print(Syntax(dump_config(config), "yaml", theme="ansi_dark", background_color="default"))
 
 
-def metrics_table(report: dict) -> Table:
-    """Base vs tuned metrics, with the change, as a rich table."""
-    metrics = report["metrics"]
-    table = Table(title=f"Evaluation on {report['samples']} held-out {report['split']} samples")
-    table.add_column("metric")
-    for model in metrics:
-        table.add_column(model, justify="right")
-    if "base" in metrics:
-        table.add_column("change", justify="right")
-    for name in metrics["tuned"]:
-        cells = [f"{metrics[m][name]:.3f}" for m in metrics]
-        if "base" in metrics:
-            change = metrics["tuned"][name] - metrics["base"][name]
-            colour = "green" if change > 0 else "red" if change < 0 else "white"
-            cells.append(f"[{colour}]{change:+.3f}[/{colour}]")
-        table.add_row(name, *cells)
-    return table
-
-
 def print_metrics(report: dict) -> None:
-    out.print(metrics_table(report))
+    """The eval report's sections (gates, metrics with intervals, suites) as rich tables."""
+    from tuneforge.eval.report import report_sections
+
+    title = f"Evaluation on {report['samples']} held-out {report['split']} samples"
+    out.print(f"[bold]{title}[/bold]")
+    for name, body in report_sections(report):
+        if name.startswith("Largest"):  # examples read better in report.html
+            continue
+        if isinstance(body, str):
+            out.print(f"[bold]{name}[/bold]\n{body}")
+            continue
+        header, rows = body
+        table = Table(title=name, title_justify="left")
+        for index, column in enumerate(header):
+            table.add_column(column, justify="left" if index == 0 else "right")
+        for row in rows:
+            cells = [str(cell) for cell in row]
+            if cells and cells[0] in ("pass", "FAIL"):
+                colour = "green" if cells[0] == "pass" else "red"
+                cells[0] = f"[{colour}]{cells[0]}[/{colour}]"
+            table.add_row(*cells)
+        out.print(table)

@@ -34,10 +34,12 @@ def run(
     for config in configs:
         # each config is loaded when its turn comes, so run:NAME finds the run just made
         pipeline = open_pipeline(config, set_, force, new_run=True)
-        for stage in STAGES:
+        for stage in STAGES[:-1]:
             if stage != "base" or pipeline.config.model.name_or_path == "tiny":
                 pipeline.execute(stage)
         print_metrics(pipeline.done["eval"].summary)
+        pipeline.check_gates()
+        pipeline.execute("export")
         export = pipeline.done["export"].path.resolve()
         out.print(f"run: {pipeline.run.path}\nexported: {export}")
 
@@ -82,13 +84,27 @@ def eval_(
     config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
 ) -> None:
     """Evaluate the tuned model (and its base) on the test split."""
-    result = open_pipeline(config, set_, force, new_run).execute("eval")
+    pipeline = open_pipeline(config, set_, force, new_run)
+    result = pipeline.execute("eval")
     print_metrics(result.summary)
+    out.print(f"report: {result.path.resolve() / 'report.html'}")
+    pipeline.check_gates()
 
 
 def export(
-    config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
+    config: ConfigArg,
+    set_: SetOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Re-run the export, even when the last eval failed a gate (the card says so).",
+        ),
+    ] = False,
+    new_run: NewRunOpt = False,
 ) -> None:
-    """Write the adapter, the merged model and a model card."""
-    result = open_pipeline(config, set_, force, new_run).execute("export")
+    """Write the adapter, the merged model and a model card (refused when a gate failed)."""
+    pipeline = open_pipeline(config, set_, force, new_run)
+    pipeline.override_gates = force
+    result = pipeline.execute("export")
     out.print(f"exported: {result.path.resolve()}")

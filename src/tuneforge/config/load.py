@@ -251,4 +251,22 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     for index, adapter in enumerate(config.method.base_adapters):
         if not Path(adapter).expanduser().is_absolute():
             config.method.base_adapters[index] = str((base / Path(adapter).expanduser()).resolve())
+    _resolve_eval_paths(config, base)
     return config
+
+
+def _resolve_eval_paths(config: Config, base: Path) -> None:
+    """Eval inputs (texts, probes, prompts, schema) are relative to the config, too."""
+
+    def absolute(path: str) -> str:
+        path_obj = Path(path).expanduser()
+        return str(path_obj if path_obj.is_absolute() else (base / path_obj).resolve())
+
+    spec = config.eval
+    spec.retention.texts = [absolute(p) for p in spec.retention.texts]
+    spec.bias.probes = [absolute(p) for p in spec.bias.probes]
+    spec.safety.prompts = [absolute(p) for p in spec.safety.prompts]
+    if spec.json_schema:
+        spec.json_schema = absolute(spec.json_schema)
+    if spec.retention.lm_eval_include:
+        spec.retention.lm_eval_include = absolute(spec.retention.lm_eval_include)

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tuneforge.config.eval_schema import EvalConfig
+
 
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are checked."""
@@ -316,15 +318,6 @@ class RLConfig(Section):
                 "rewards (reward_model, then each of reward_functions)"
             )
         return self
-
-
-class EvalConfig(Section):
-    """Generation-based evaluation on the test split."""
-
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(16, ge=1)
-    max_samples: int | None = Field(None, ge=1)
-    compare_base: bool = Field(True, description="Also evaluate the untuned base model.")
 
 
 class ExportConfig(Section):

@@ -132,12 +132,12 @@ def _rules(data: DataConfig) -> QualityRules:
         languages=tuple(clean.languages) if clean.languages else None,
         max_profanity=clean.max_profanity,
         extra_words=frozenset(extra),
-        classifier=_classifier(clean.toxicity_classifier, Path(data.path).parent),
+        classifier=toxicity_classifier(clean.toxicity_classifier, Path(data.path).parent),
         classifier_threshold=clean.toxicity_threshold,
     )
 
 
-def _classifier(spec: str | None, base: Path) -> Callable[[str], float] | None:
+def toxicity_classifier(spec: str | None, base: Path) -> Callable[[str], float] | None:
     """Load the ``module:function`` toxicity scorer named in the config (a module or a .py file)."""
     if spec is None:
         return None

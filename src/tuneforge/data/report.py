@@ -74,12 +74,12 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, str]:
     """
     png = plot_lengths(report.get("lengths", {}), out_dir / "token_lengths.png")
     sections = _sections(report)
-    markdown = "\n\n".join(f"## {title}\n\n{_markdown(body)}" for title, body in sections)
+    markdown = "\n\n".join(f"## {title}\n\n{markdown_table(body)}" for title, body in sections)
     (out_dir / "report.md").write_text(
         f"# Data report\n\n{markdown}\n\n![token lengths]({png.name})\n", encoding="utf-8"
     )
     image = base64.b64encode(png.read_bytes()).decode()
-    page = "".join(f"<h2>{html.escape(t)}</h2>{_html(body)}" for t, body in sections)
+    page = "".join(f"<h2>{html.escape(t)}</h2>{html_table(body)}" for t, body in sections)
     (out_dir / "report.html").write_text(_PAGE.format(body=page, image=image), encoding="utf-8")
     return {"markdown": "report.md", "html": "report.html", "plot": png.name}
 
@@ -213,7 +213,8 @@ def _reasons(dropped: dict[str, int]) -> str:
     return ", ".join(f"{reason}: {n}" for reason, n in sorted(dropped.items())) or "-"
 
 
-def _markdown(table: Table) -> str:
+def markdown_table(table: Table) -> str:
+    """A (header, rows) table as Markdown; "(none)" for no rows."""
     header, rows = table
     if not rows:
         return "(none)"
@@ -224,7 +225,8 @@ def _markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
-def _html(table: Table) -> str:
+def html_table(table: Table) -> str:
+    """A (header, rows) table as escaped HTML."""
     header, rows = table
     if not rows:
         return "<p>(none)</p>"

@@ -1,8 +1,19 @@
-"""The eval stage: base and tuned side by side on the held-out test split."""
+"""The eval stage: base and tuned side by side on the same examples, suites, gates, report.
+
+Each model (the tuned one, then its base: the adapter switched off, or the base
+weights loaded after the tuned ones are freed) runs the same work: generation on
+the test split, reply loss, and the retention, bias and safety suites. The two
+runs are then compared with paired bootstrap intervals, the gates are checked
+and the report is written.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,152 +21,257 @@ from tuneforge.config.schema import Config
 from tuneforge.data.prepare import read_split
 from tuneforge.data.render import prompt_messages
 from tuneforge.errors import DataError
-from tuneforge.eval.generate import generate
-from tuneforge.eval.metrics import score
+from tuneforge.eval.generate import Sampling, generate
+from tuneforge.eval.likelihood import mean_nll, reply_rows, row_nll, text_rows
 from tuneforge.models.hardware import device, resolve_dtype
 from tuneforge.models.load import load_tokenizer
 from tuneforge.train.methods import is_peft, load_base, load_trained
+
+Message = dict[str, Any]
+
+
+@dataclass
+class Examples:
+    """The held-out examples every model is run on."""
+
+    records: list[dict[str, Any]]
+    prompts: list[list[Message]] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    tools: list[list[dict] | None] = field(default_factory=list)
+    reference_calls: list[list[dict] | None] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # raw-text records (pretrain objective)
+
+    @property
+    def generative(self) -> bool:
+        return bool(self.prompts)
 
 
 def evaluate(
     config: Config, model_path: str, data_dir: Path, train_dir: Path, out_dir: Path
 ) -> dict[str, Any]:
-    """Generate on the test split with the tuned model (and the base), score, and report.
+    """Evaluate the tuned model and its base; write the report; return the stage summary.
 
-    Writes ``predictions.jsonl``, ``report.json`` and ``report.md`` into ``out_dir``.
+    Writes ``predictions.jsonl``, ``report.json``, ``report.md``, ``report.html`` and
+    plots into ``out_dir``. Gates are checked and recorded in the summary; the caller
+    decides what a failed gate stops.
     """
-    records = read_split(data_dir, "test") or read_split(data_dir, "val")
-    if not records:
-        raise DataError("eval: the test and validation splits are empty; raise data.test_fraction")
-    records = records[: config.eval.max_samples] if config.eval.max_samples else records
-    split = "test" if read_split(data_dir, "test") else "val"
+    from tuneforge.eval.assemble import assemble
+    from tuneforge.eval.report import write_report
+
+    records, split = test_records(config, data_dir)
     if config.objective == "reward":
-        return evaluate_reward_model(config, model_path, records, train_dir, out_dir, split)
-    records = [r for r in records if r.get("label", True) is not False]  # KTO: desirable only
-    prompts, references = zip(*(prompt_and_reference(r) for r in records), strict=True)
-    spec = config.model
-    dev = device()
+        from tuneforge.eval.reward_eval import evaluate_reward_model
+
+        report = evaluate_reward_model(config, model_path, records, train_dir, out_dir, split)
+        report["gates"] = _gates(config, report["values"])
+        write_report(out_dir, report, None, {}, config)
+        return summary_of(report)
+    examples = build_examples(records)
+    suites = load_suites(config)
+    spec, dev = config.model, device()
     tokenizer = load_tokenizer(
         model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
     )
     dtype = resolve_dtype(spec.precision, dev)
     model = load_trained(model_path, config, train_dir, dtype, dev)
-    options = {
-        "max_new_tokens": config.eval.max_new_tokens,
-        "batch_size": config.eval.batch_size,
-        "tools": [r.get("tools") for r in records],
-        "template": config.data.template,
-    }
-    outputs = {"tuned": generate(model, tokenizer, list(prompts), label="eval tuned", **options)}
+    runs = {"tuned": run_model(model, tokenizer, examples, suites, config, "tuned")}
     if config.eval.compare_base and is_peft(config.method):
         with model.disable_adapter():
-            outputs["base"] = generate(
-                model, tokenizer, list(prompts), label="eval base", **options
-            )
+            runs["base"] = run_model(model, tokenizer, examples, suites, config, "base")
     elif config.eval.compare_base:
         del model  # full/freeze: the tuned weights are a whole model; hold one at a time
+        gc.collect()
         base = load_base(model_path, config, dtype, dev)
-        outputs["base"] = generate(base, tokenizer, list(prompts), label="eval base", **options)
-    report = {
-        "samples": len(records),
-        "split": split,
-        "metrics": {name: score(preds, list(references)) for name, preds in outputs.items()},
-    }
-    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
-        for index, record in enumerate(records):
-            row = {"id": record["id"], "reference": references[index]}
-            row.update({name: preds[index] for name, preds in outputs.items()})
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "report.md").write_text(markdown_table(report) + "\n")
-    return report
+        runs["base"] = run_model(base, tokenizer, examples, suites, config, "base")
+    report = assemble(config, examples, runs, split)
+    report["gates"] = _gates(config, report["values"])
+    write_report(out_dir, report, examples, runs, config)
+    return summary_of(report)
 
 
-def prompt_and_reference(record: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    """A test record's prompt messages and reference reply (the chosen one of a pair)."""
+def _gates(config: Config, values: dict[str, dict[str, float]]) -> dict[str, Any]:
+    from tuneforge.eval.gates import check_gates, gate_summary
+
+    results = check_gates(config.eval.gates, values["tuned"], values.get("base"), config.runs_dir)
+    return gate_summary(results)
+
+
+def summary_of(report: dict[str, Any]) -> dict[str, Any]:
+    """What the stage records: the report without its example-level details."""
+    return {key: value for key, value in report.items() if key != "details"}
+
+
+def test_records(config: Config, data_dir: Path) -> tuple[list[dict[str, Any]], str]:
+    """The test split (the validation split when there is none), capped at eval.max_samples."""
+    records, split = read_split(data_dir, "test"), "test"
+    if not records:
+        records, split = read_split(data_dir, "val"), "val"
+    if not records:
+        raise DataError("eval: the test and validation splits are empty; raise data.test_fraction")
+    records = [r for r in records if r.get("label", True) is not False]  # KTO: desirable only
+    return records[: config.eval.max_samples] if config.eval.max_samples else records, split
+
+
+def build_examples(records: list[dict[str, Any]]) -> Examples:
+    """Prompts, references, tools and reference tool calls of the test records."""
+    examples = Examples(records)
+    for record in records:
+        if "text" in record and "messages" not in record:
+            examples.texts.append(record["text"])
+            continue
+        prompt, reference, calls = prompt_and_reference(record)
+        examples.prompts.append(prompt)
+        examples.references.append(reference)
+        examples.tools.append(record.get("tools"))
+        examples.reference_calls.append(calls)
+    return examples
+
+
+def prompt_and_reference(
+    record: dict[str, Any],
+) -> tuple[list[Message], str, list[dict] | None]:
+    """A test record's prompt, its reference reply (a pair's chosen one) and tool calls."""
     if "input" in record:  # an OpenAI preference record
         chosen = record.get("preferred_output") or [{}]
-        return record["input"]["messages"], str(chosen[-1].get("content") or "")
+        return record["input"]["messages"], str(chosen[-1].get("content") or ""), None
     messages = record["messages"]
     if not any(m["role"] == "assistant" for m in messages):
-        return messages, ""
-    return prompt_messages(messages)
+        return messages, "", None
+    prompt, _ = prompt_messages(messages)
+    reply = messages[len(prompt)]
+    calls = [_call(c) for c in reply.get("tool_calls") or []] or None
+    reference = reply.get("content") or ""
+    if calls and not reference:
+        reference = json.dumps(calls, ensure_ascii=False)
+    return prompt, reference, calls
 
 
-def evaluate_reward_model(
-    config: Config,
-    model_path: str,
-    records: list[dict[str, Any]],
-    train_dir: Path,
-    out_dir: Path,
-    split: str = "test",
+def _call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function", call)
+    arguments = function.get("arguments") or {}
+    if isinstance(arguments, str):
+        with contextlib.suppress(json.JSONDecodeError):  # kept as the string it is
+            arguments = json.loads(arguments)
+    return {"name": function.get("name"), "arguments": arguments}
+
+
+@dataclass
+class Suites:
+    """The suite inputs loaded once and run on both models."""
+
+    passages: dict[str, list[str]] | None = None
+    probes: Any = None
+    red_team: Any = None
+
+
+def load_suites(config: Config) -> Suites:
+    """Retention passages, bias probes and red-team prompts, as the eval config enables them."""
+    spec, suites = config.eval, Suites()
+    if spec.retention.enabled:
+        from tuneforge.eval.retention import retention_passages
+
+        suites.passages = retention_passages(spec.retention)
+    if spec.bias.enabled:
+        from tuneforge.eval.bias import load_probes
+
+        suites.probes = load_probes(spec.bias.probes, include_bundled=spec.bias.bundled)
+    if spec.safety.enabled:
+        from tuneforge.eval.safety import load_red_team
+
+        suites.red_team = load_red_team(spec.safety.prompts, include_bundled=spec.safety.bundled)
+    return suites
+
+
+def run_model(
+    model: Any, tokenizer: Any, examples: Examples, suites: Suites, config: Config, name: str
 ) -> dict[str, Any]:
-    """Pairwise accuracy and mean margin of the reward model (and its base) on held-out pairs."""
-    pairs = [r for r in records if "input" in r]
-    if not pairs:
-        raise DataError(f"eval: no preference pairs in the {split} split")
-    spec, dev = config.model, device()
-    dtype = resolve_dtype(spec.precision, dev)
-    tokenizer = load_tokenizer(
-        model_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-    )
-    sides = [
-        [[*r["input"]["messages"], *r[key]] for r in pairs]
-        for key in ("preferred_output", "non_preferred_output")
-    ]
-    options = {"batch_size": config.eval.batch_size, "max_length": config.data.max_length}
-    model = load_trained(model_path, config, train_dir, dtype, dev)
-    found = {"tuned": reward_margins(model, tokenizer, *sides, **options)}
-    if config.eval.compare_base and is_peft(config.method):
-        with model.disable_adapter():
-            found["base"] = reward_margins(model, tokenizer, *sides, **options)
-    elif config.eval.compare_base:
-        del model  # the base has an untrained score head: the chance-level reference
-        base = load_base(model_path, config, dtype, dev)
-        found["base"] = reward_margins(base, tokenizer, *sides, **options)
-    metrics = {
-        name: {
-            "pairwise_accuracy": round(sum(m > 0 for m in values) / len(values), 4),
-            "mean_margin": round(sum(values) / len(values), 4),
-        }
-        for name, values in found.items()
-    }
-    report = {"samples": len(pairs), "split": split, "metrics": metrics}
-    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
-        for index, record in enumerate(pairs):
-            row = {"id": record["id"], **{f"{n}_margin": v[index] for n, v in found.items()}}
-            handle.write(json.dumps(row) + "\n")
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "report.md").write_text(markdown_table(report) + "\n")
-    return report
+    """Everything one model is measured on: outputs, reply loss and the suites."""
+    spec, template = config.eval, config.data.template
+    found: dict[str, Any] = {}
+    if examples.generative:
+        sampling = Sampling(
+            max_new_tokens=spec.max_new_tokens,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            stop=tuple(spec.stop),
+            seed=config.seed,
+        )
+        found["outputs"] = generate(
+            model,
+            tokenizer,
+            examples.prompts,
+            sampling=sampling,
+            batch_size=spec.batch_size,
+            label=f"eval {name}",
+            tools=examples.tools,
+            template=template,
+        )
+        conversations = [
+            ([*p, {"role": "assistant", "content": r}], t)
+            for p, r, t in zip(examples.prompts, examples.references, examples.tools, strict=True)
+        ]
+        rows = reply_rows(
+            tokenizer, conversations, max_length=config.data.max_length, template=template
+        )
+    else:
+        rows = text_rows(tokenizer, examples.texts, config.data.max_length)
+    found["nll"] = row_nll(model, rows, batch_size=spec.batch_size, label=f"loss {name}")
+    found.update(_suites(model, tokenizer, suites, config, name))
+    return found
 
 
-def reward_margins(
-    model: Any,
-    tokenizer: Any,
-    chosen: list[list[dict[str, Any]]],
-    rejected: list[list[dict[str, Any]]],
-    *,
-    batch_size: int,
-    max_length: int | None,
-) -> list[float]:
-    """Score of each chosen conversation minus that of its rejected one."""
-    from tuneforge.train.reward import score_conversations
+def _suites(
+    model: Any, tokenizer: Any, suites: Suites, config: Config, name: str
+) -> dict[str, Any]:
+    spec, template, found = config.eval, config.data.template, {}
+    if suites.passages is not None:
+        from tuneforge.eval.retention import measure_retention
 
-    good = score_conversations(model, tokenizer, chosen, batch_size, max_length)
-    bad = score_conversations(model, tokenizer, rejected, batch_size, max_length)
-    return [c - r for c, r in zip(good, bad, strict=True)]
+        found["retention"] = measure_retention(
+            model,
+            tokenizer,
+            suites.passages,
+            spec.retention,
+            batch_size=spec.batch_size,
+            label=name,
+        )
+    if suites.probes is not None:
+        from tuneforge.eval.bias import run_bias_probes
+
+        found["bias"] = run_bias_probes(
+            model,
+            tokenizer,
+            suites.probes,
+            max_new_tokens=spec.bias.max_new_tokens,
+            batch_size=spec.batch_size,
+            template=template,
+            top_k=spec.bias.top,
+        )
+    if suites.red_team is not None:
+        from tuneforge.eval.safety import run_safety_suite
+
+        found["safety"] = run_safety_suite(
+            model,
+            tokenizer,
+            suites.red_team,
+            max_new_tokens=spec.safety.max_new_tokens,
+            batch_size=spec.batch_size,
+            template=template,
+            classifier=_classifier(config),
+            threshold=config.data.clean.toxicity_threshold,
+            refusal_patterns=tuple(spec.safety.refusal_patterns),
+        )
+    return found
 
 
-def markdown_table(report: dict[str, Any]) -> str:
-    """Base vs tuned metrics as a Markdown table."""
-    metrics = report["metrics"]
-    names = list(next(iter(metrics.values())))
-    header = "| metric | " + " | ".join(metrics) + (" | delta |" if "base" in metrics else " |")
-    lines = [header, "|" + "---|" * (len(metrics) + 1 + ("base" in metrics))]
-    for name in names:
-        cells = [f"{metrics[m][name]:.3f}" for m in metrics]
-        if "base" in metrics:
-            cells.append(f"{metrics['tuned'][name] - metrics['base'][name]:+.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return f"Evaluated on {report['samples']} {report['split']} samples.\n\n" + "\n".join(lines)
+def _classifier(config: Config) -> Any:
+    """The data layer's toxicity classifier plug-in, when one is configured."""
+    from tuneforge.data.configure import toxicity_classifier
+
+    return toxicity_classifier(config.data.clean.toxicity_classifier, Path(config.data.path).parent)
+
+
+def loss_values(nll: list[tuple[float, int]]) -> dict[str, float]:
+    """The token-weighted reply loss and its perplexity."""
+    loss = mean_nll(nll)
+    return {"loss": round(loss, 4), "perplexity": round(math.exp(loss), 4)}

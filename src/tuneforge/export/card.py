@@ -22,6 +22,7 @@ def model_card(config: Config, lineage: dict[str, Any]) -> str:
         f"| {name} | {metrics.get('base', {}).get(name, float('nan')):.3f} | {value:.3f} |"
         for name, value in metrics.get("tuned", {}).items()
     )
+    checks = _quality_section(lineage)
     data = lineage.get("data", {})
     return f"""---
 {yaml.safe_dump(front, sort_keys=False).strip()}
@@ -37,7 +38,7 @@ Fine-tuned with [tuneforge](https://pypi.org/project/tuneforge/) {__version__}:
 | metric | base | tuned |
 |---|---|---|
 {rows or "| (not evaluated) | | |"}
-
+{checks}
 ## Lineage
 
 - base model: `{lineage.get("base_model")}`
@@ -60,3 +61,32 @@ prompt = tokenizer.apply_chat_template(
 )
 ```
 """
+
+
+def _quality_section(lineage: dict[str, Any]) -> str:
+    """Retention, safety and gate results, and a warning when failed gates were overridden."""
+    report = lineage.get("eval", {})
+    values = report.get("values", {}).get("tuned", {})
+    lines = [
+        f"- {label}: {values[key]:.4f}"
+        for key, label in (
+            ("retention.ppl_ratio", "retention (general-text perplexity, tuned/base)"),
+            ("safety.refusal_rate", "red-team refusal rate"),
+            ("safety.blocked_rate", "red-team blocked-content rate"),
+            ("grounding.flagged_rate", "ungrounded-answer rate"),
+            ("bias.max_likelihood_gap", "largest bias-probe likelihood gap"),
+        )
+        if key in values
+    ]
+    gates = report.get("gates", {}).get("results", [])
+    lines += [f"- gate {'passed' if g['passed'] else 'FAILED'}: `{g['gate']}`" for g in gates]
+    overridden = lineage.get("gates_overridden") or []
+    warning = (
+        "\n> **Warning: exported with --force despite failed quality gates:**\n"
+        + "\n".join(f"> - {line}" for line in overridden)
+        + "\n"
+        if overridden
+        else ""
+    )
+    body = "\n".join(lines)
+    return f"\n### Quality checks\n\n{body or '(none run)'}\n{warning}" if lines or warning else ""

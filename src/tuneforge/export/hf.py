@@ -48,6 +48,8 @@ def export_model(
         )
     elif config.export.merged:
         summary["merged"] = f"skipped: a method.kind {kind!r} adapter has no weights to merge"
+    if lineage.get("gates_overridden"):
+        summary["gates_overridden"] = lineage["gates_overridden"]
     (out_dir / "README.md").write_text(model_card(config, lineage), encoding="utf-8")
     return summary
 
