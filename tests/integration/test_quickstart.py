@@ -1,4 +1,4 @@
-"""The quickstart, at reduced size, through the real CLI: tuned beats base, reruns skip."""
+"""The quickstart through the real CLI: tuned beats base and passes its gates, reruns skip."""
 
 from __future__ import annotations
 
@@ -13,12 +13,8 @@ from tests_support import run_cli
 from tuneforge.runs.hashing import file_sha256
 
 REPO = Path(__file__).resolve().parents[2]
-REDUCED = [
-    "--set",
-    "model.tiny.pretrain_steps=200",
-    "--set",
-    "eval.max_samples=48",
-]
+# the shipped config as it is (its gates must pass), on 48 of the 80 test tickets
+REDUCED = ["--set", "eval.max_samples=48"]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +48,29 @@ def test_tuned_model_beats_base_by_a_wide_margin(first_run) -> None:
 
 
 @pytest.mark.slow
+def test_eval_reports_intervals_retention_safety_and_passes_its_gates(first_run) -> None:
+    run, stdout = first_run
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["gates"]["passed"], report["gates"]
+    assert len(report["gates"]["results"]) == 5 and "Gates" in stdout
+    change = report["comparison"]["exact_match"]
+    assert 0 < change["low"] <= change["delta"] <= change["high"]  # better, beyond noise
+    tuned, base = report["values"]["tuned"], report["values"]["base"]
+    assert tuned["accuracy"] >= 0.6 and tuned["json_valid"] >= 0.95 > base["json_valid"]
+    assert tuned["retention.ppl_ratio"] == report["retention"]["comparison"]["ppl_ratio"] > 0
+    assert report["safety"]["tuned"]["prompts"] == 30 and "safety.blocked_rate" in tuned
+    assert report["bias"]["tuned"]["pairs"] > 0 and "grounding.flagged_rate" in tuned
+    groups = report["details"]["errors"]["groups"]["label"]
+    assert set(groups) == {"account", "billing", "sales", "shipping", "technical"}
+    assert sum(g["n"] for g in groups.values()) == 48
+    worst = report["details"]["errors"]["worst"]["exact_match"]
+    assert worst and all(w["score"] == 0 and w["diff"] for w in worst)
+    for name in ("report.html", "report.md", "metrics.png", "suites.png"):
+        assert (run / "eval" / name).stat().st_size > 500, name
+    assert "Worst examples: exact_match" in (run / "eval" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_run_directory_records_everything(first_run) -> None:
     run, _ = first_run
     manifest = json.loads((run / "manifest.json").read_text())
@@ -61,7 +80,7 @@ def test_run_directory_records_everything(first_run) -> None:
     data_file = REPO / "examples" / "data" / "support_tickets.jsonl"
     assert manifest["inputs"][str(data_file)] == file_sha256(data_file)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["tiny"]["pretrain_steps"] == 200  # overrides are in the saved config
+    assert config["eval"]["max_samples"] == 48  # overrides are in the saved config
     books = json.loads((run / "data" / "_stage.json").read_text())["summary"]
     assert books["dropped"] == {"contaminated": 131}  # tickets sharing a 13-word run with test
     assert (run / "data" / "report.html").is_file() and (
@@ -142,3 +161,49 @@ def test_single_stage_commands_reuse_and_force(project: Path, first_run) -> None
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert "stage train: skipped" in changed.stderr and "stage eval: skipped" not in changed.stderr
     assert "Evaluation on 8 held-out test samples" in changed.stdout
+
+
+@pytest.fixture(scope="module")
+def shuffled_project(project: Path, first_run) -> Path:
+    """The quickstart trained on shuffled labels: every ticket gets another ticket's route."""
+    import random
+
+    lines = (REPO / "examples" / "data" / "support_tickets.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    replies = [r["messages"][-1]["content"] for r in records]
+    random.Random(0).shuffle(replies)
+    for record, reply in zip(records, replies, strict=True):
+        record["messages"][-1]["content"] = reply
+    data = project / "shuffled.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = yaml.safe_load((project / "quickstart.yaml").read_text())
+    config["name"], config["data"]["path"] = "shuffled", str(data)
+    (project / "shuffled.yaml").write_text(yaml.safe_dump(config))
+    return project
+
+
+@pytest.mark.slow
+def test_a_bad_tune_fails_its_gates_and_is_not_exported(
+    shuffled_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from tuneforge.cli.main import main
+
+    monkeypatch.chdir(shuffled_project)
+    short = [*REDUCED, "--set", "train.epochs=3"]
+    assert main(["run", "shuffled.yaml", *short]) == 3
+    stderr = capsys.readouterr().err
+    assert "eval gate(s) failed" in stderr and "accuracy >= 0.60" in stderr
+    run = sorted((shuffled_project / "runs" / "shuffled").iterdir())[-1]
+    report = json.loads((run / "eval" / "report.json").read_text())
+    failed = [g for g in report["gates"]["results"] if not g["passed"]]
+    assert {g["gate"] for g in failed} >= {"accuracy >= 0.60"}
+    assert report["values"]["tuned"]["accuracy"] < 0.5  # routes are noise to this model
+    assert not (run / "export").exists()  # the run stopped before exporting
+
+    assert main(["eval", "shuffled.yaml", *short]) == 3  # the stored eval, same verdict
+    assert main(["export", "shuffled.yaml", *short]) == 3
+    assert "export refused" in capsys.readouterr().err
+    assert main(["export", "shuffled.yaml", *short, "--force"]) == 0
+    card = (run / "export" / "README.md").read_text()
+    assert "exported with --force despite failed quality gates" in card
+    assert "accuracy >= 0.60" in card

@@ -107,3 +107,15 @@ def test_row_nll_equals_a_direct_forward_pass(tiny_model_dir: Path) -> None:
         assert nll == pytest.approx(float(direct), rel=1e-4)
     pooled = sum(n for n, _ in batched) / sum(c for _, c in batched)
     assert mean_nll(batched) == pytest.approx(pooled)
+
+
+def test_public_general_text_reads_as_passages(public_fixtures: Path) -> None:
+    spec = RetentionConfig(
+        bundled=False,
+        max_passages=500,
+        texts=[str(public_fixtures / "wiki_demo.txt"), str(public_fixtures / "c4_demo.jsonl")],
+    )
+    found = retention_passages(spec)
+    assert len(found["wiki_demo"]) == 30  # one article per line
+    assert len(found["c4_demo"]) == 300
+    assert all(p.strip() for p in found["wiki_demo"] + found["c4_demo"])

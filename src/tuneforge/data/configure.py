@@ -137,22 +137,22 @@ def _rules(data: DataConfig) -> QualityRules:
     )
 
 
-def toxicity_classifier(spec: str | None, base: Path) -> Callable[[str], float] | None:
-    """Load the ``module:function`` toxicity scorer named in the config (a module or a .py file)."""
+def toxicity_classifier(
+    spec: str | None,
+    base: Path | None,
+    key: str = "data.clean.toxicity_classifier",
+    error: type[Exception] = DataError,
+) -> Callable[[str], float] | None:
+    """Load a ``module:function`` toxicity scorer (a module or a .py file), checked to
+    return a score in [0, 1]; ``key`` and ``error`` say whose setting it is."""
     if spec is None:
         return None
-    function = load_function(spec, "data.clean.toxicity_classifier", base, DataError)
-    return _checked_scores(function, spec)
+    function = load_function(spec, key, base, error)
 
-
-def _checked_scores(function: Callable[[str], Any], spec: str) -> Callable[[str], float]:
     def score(text: str) -> float:
         value = function(text)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise DataError(
-                f"data.clean.toxicity_classifier: {spec} returned {value!r}; "
-                "it must return a score between 0 and 1"
-            )
+            raise error(f"{key}: {spec} returned {value!r}; it must return a score between 0 and 1")
         return float(value)
 
     return score

@@ -23,7 +23,6 @@ from tuneforge.data.pii import detect
 from tuneforge.errors import ConfigError
 from tuneforge.eval.generate import generate
 from tuneforge.eval.refusal import is_refusal
-from tuneforge.plugins import load_function
 
 BLOCK_REASONS = ("profanity", "pii", "classifier")
 _FIELDS = ("id", "category", "prompt")
@@ -107,17 +106,11 @@ def load_classifier(
         ConfigError: the function cannot be loaded (at load) or returns something other
             than a number in [0, 1] (when called).
     """
-    function = load_function(spec, key, base, ConfigError)
+    from tuneforge.data.configure import toxicity_classifier
 
-    def score(text: str) -> float:
-        value = function(text)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ConfigError(
-                f"{key}: {spec} returned {value!r}; it must return a score between 0 and 1"
-            )
-        return float(value)
-
-    return score
+    scorer = toxicity_classifier(spec, base, key, ConfigError)
+    assert scorer is not None
+    return scorer
 
 
 def blocked_reasons(
