@@ -21,7 +21,6 @@ from tuneforge.eval.metrics import (
     extract_label,
     normalize,
     parse_tool_calls,
-    score,
 )
 from tuneforge.eval.refusal import refusal_rate
 
@@ -79,16 +78,17 @@ def test_exact_match_with_each_normalisation(how: Normalization, expected: float
     assert value("exact_match", preds, ["Paris"] * 4, MetricContext(normalization=how)) == expected
 
 
-def test_score_keeps_the_original_exact_match_and_rouge_l() -> None:
+def test_default_exact_match_and_rouge_l_keep_their_original_values() -> None:
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     pairs = list(zip(PREDICTIONS, REFERENCES, strict=True))
     rouge_l = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in pairs) / len(pairs)
     exact = sum(p.strip() == r.strip() for p, r in pairs) / len(pairs)
-    assert score(PREDICTIONS, REFERENCES) == {
+    assert compute(["exact_match", "rouge_l"], PREDICTIONS, REFERENCES, MetricContext()) == {
         "exact_match": round(exact, 4),
         "rouge_l": round(rouge_l, 4),
     }
-    assert score(["a b ", "x"], [" a b", "y"]) == {"exact_match": 0.5, "rouge_l": 0.5}
+    pair = compute(["exact_match", "rouge_l"], ["a b ", "x"], [" a b", "y"], MetricContext())
+    assert pair == {"exact_match": 0.5, "rouge_l": 0.5}
 
 
 # --- ROUGE, BLEU, chrF ---------------------------------------------------------------

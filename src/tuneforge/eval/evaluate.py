@@ -162,6 +162,7 @@ class Suites:
     passages: dict[str, list[str]] | None = None
     probes: Any = None
     red_team: Any = None
+    classifier: Any = None  # the data layer's toxicity classifier plug-in, if configured
 
 
 def load_suites(config: Config) -> Suites:
@@ -179,6 +180,7 @@ def load_suites(config: Config) -> Suites:
         from tuneforge.eval.safety import load_red_team
 
         suites.red_team = load_red_team(spec.safety.prompts, include_bundled=spec.safety.bundled)
+        suites.classifier = _classifier(config)
     return suites
 
 
@@ -257,7 +259,7 @@ def _suites(
             max_new_tokens=spec.safety.max_new_tokens,
             batch_size=spec.batch_size,
             template=template,
-            classifier=_classifier(config),
+            classifier=suites.classifier,
             threshold=config.data.clean.toxicity_threshold,
             refusal_patterns=tuple(spec.safety.refusal_patterns),
         )

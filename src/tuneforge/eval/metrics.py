@@ -15,7 +15,6 @@ import math
 import re
 import string
 import unicodedata
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -27,17 +26,21 @@ from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators
 
 from tuneforge.eval.refusal import is_refusal
+from tuneforge.eval.structured import (
+    UNPARSED,
+    calls_in,
+    parse_json,
+    parse_tool_calls,
+    same_calls,
+    same_names,
+)
 
 PerExample = Callable[[list[str], list[str], "MetricContext"], list[float | None]]
 Corpus = Callable[[list[str], list[str], "MetricContext"], float]
 Stats = Callable[[list[str], list[str], "MetricContext"], np.ndarray]
 
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b", re.IGNORECASE)
-_FENCE = re.compile(r"^```[\w-]*[ \t]*\n?(.*?)\n?```$", re.DOTALL)
-_TOOL_TAG = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
-_JSON_OPEN = re.compile(r"[\[{]")
 _NO_LABEL = "\x00<no label>"  # sentinel class: never equal to a real label
-_UNPARSED = object()
 
 
 @dataclass(frozen=True)
@@ -112,18 +115,6 @@ def _mean(values: list[float | None]) -> float:
 # --- JSON ---------------------------------------------------------------------------
 
 
-def _parse_json(text: str) -> Any:
-    """The JSON value in ``text`` (whitespace and a ```json fence allowed), else ``_UNPARSED``."""
-    text = text.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1).strip()
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        return _UNPARSED
-
-
 @lru_cache(maxsize=16)
 def _validator(schema_text: str) -> Any:
     schema = json.loads(schema_text)
@@ -136,15 +127,15 @@ def _validator(schema_text: str) -> Any:
 
 
 def _json_valid(preds: list[str], refs: list[str], ctx: MetricContext) -> list[float | None]:
-    return [float(_parse_json(p) is not _UNPARSED) for p in preds]
+    return [float(parse_json(p) is not UNPARSED) for p in preds]
 
 
 def _json_schema_valid(preds: list[str], refs: list[str], ctx: MetricContext) -> list[float | None]:
     if ctx.json_schema is None:
         raise ValueError("metric json_schema_valid needs a JSON schema (MetricContext.json_schema)")
     validator = _validator(json.dumps(ctx.json_schema, sort_keys=True))
-    values = [_parse_json(p) for p in preds]
-    return [float(v is not _UNPARSED and validator.is_valid(v)) for v in values]
+    values = [parse_json(p) for p in preds]
+    return [float(v is not UNPARSED and validator.is_valid(v)) for v in values]
 
 
 # --- labels -------------------------------------------------------------------------
@@ -152,7 +143,7 @@ def _json_schema_valid(preds: list[str], refs: list[str], ctx: MetricContext) ->
 
 def _value_at(text: str, key: str) -> str | None:
     """The value at dotted ``key`` in the JSON object ``text``, as a string; None if absent."""
-    value = _parse_json(text)
+    value = parse_json(text)
     for part in key.split("."):
         if isinstance(value, dict) and part in value:
             value = value[part]
@@ -252,78 +243,13 @@ def _f1_from_stats(summed: np.ndarray) -> float:
 # --- tool calls ---------------------------------------------------------------------
 
 
-def _json_values(text: str) -> list[Any]:
-    """The JSON value ``text`` is, or else every JSON object or array embedded in it."""
-    value = _parse_json(text)
-    if value is not _UNPARSED:
-        return [value]
-    decoder, values, pos = json.JSONDecoder(), [], 0
-    while match := _JSON_OPEN.search(text, pos):
-        try:
-            value, pos = decoder.raw_decode(text, match.start())
-            values.append(value)
-        except json.JSONDecodeError:
-            pos = match.start() + 1
-    return values
-
-
-def _calls_in(value: Any) -> list[dict]:
-    """Tool calls in a parsed JSON value: a call, a list of calls, or OpenAI-style wrappers."""
-    if isinstance(value, list):
-        return [call for item in value for call in _calls_in(item)]
-    if not isinstance(value, dict):
-        return []
-    if isinstance(value.get("tool_calls"), list):
-        return _calls_in(value["tool_calls"])
-    if isinstance(value.get("function"), dict):
-        value = value["function"]
-    if not isinstance(value.get("name"), str):
-        return []
-    arguments = value.get("arguments", value.get("parameters"))
-    if isinstance(arguments, str):
-        parsed = _parse_json(arguments) if arguments.strip() else {}
-        arguments = arguments if parsed is _UNPARSED else parsed
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, dict):
-        # Kept so the name still counts; this never equals a reference's argument dict.
-        arguments = {"_unparsed": arguments}
-    return [{"name": value["name"], "arguments": arguments}]
-
-
-def parse_tool_calls(text: str) -> list[dict]:
-    """Tool calls in generated text, as ``[{"name": str, "arguments": dict}]``.
-
-    Finds JSON objects with ``name`` and ``arguments`` (or ``parameters``; a dict or a
-    JSON string), inside ``<tool_call>...</tool_call>`` tags when there are any, else
-    anywhere in the text; lists of calls, ``{"type": "function", "function": {...}}``
-    and ``{"tool_calls": [...]}`` are unwrapped.
-    """
-    chunks = _TOOL_TAG.findall(text) or [text]
-    return [call for chunk in chunks for value in _json_values(chunk) for call in _calls_in(value)]
-
-
-def _same_calls(predicted: list[dict], reference: list[dict]) -> bool:
-    """Whether two call lists are equal as multisets (order ignored)."""
-    remaining = list(predicted)
-    for call in reference:
-        if call not in remaining:
-            return False
-        remaining.remove(call)
-    return not remaining
-
-
-def _same_names(predicted: list[dict], reference: list[dict]) -> bool:
-    return Counter(c["name"] for c in predicted) == Counter(c["name"] for c in reference)
-
-
 def _tool_scores(compare: Callable[[list[dict], list[dict]], bool]) -> PerExample:
     def scores(preds: list[str], refs: list[str], ctx: MetricContext) -> list[float | None]:
         calls = ctx.reference_calls or [None] * len(preds)
         if len(calls) != len(preds):
             raise ValueError(f"reference_calls has {len(calls)} entries for {len(preds)} outputs")
         return [
-            None if ref is None else float(compare(parse_tool_calls(p), _calls_in(ref)))
+            None if ref is None else float(compare(parse_tool_calls(p), calls_in(ref)))
             for p, ref in zip(preds, calls, strict=True)
         ]
 
@@ -423,8 +349,8 @@ _MEAN_METRICS: tuple[tuple[str, PerExample, bool | None], ...] = (
     ("rouge_l", _rouge_f1("rougeL"), True),
     ("json_valid", _json_valid, True),
     ("json_schema_valid", _json_schema_valid, True),
-    ("tool_call_name_accuracy", _tool_scores(_same_names), True),
-    ("tool_call_accuracy", _tool_scores(_same_calls), True),
+    ("tool_call_name_accuracy", _tool_scores(same_names), True),
+    ("tool_call_accuracy", _tool_scores(same_calls), True),
     ("length_words", _length_words, None),
     ("length_ratio", _length_ratio, None),
     ("refusal_rate", _refusals, False),
@@ -481,7 +407,7 @@ def applicable_metrics(references: list[str], context: MetricContext) -> list[st
     tool-call metrics when any example has reference calls.
     """
     names = list(_ALWAYS)
-    structured = sum(isinstance(_parse_json(r), dict | list) for r in references)
+    structured = sum(isinstance(parse_json(r), dict | list) for r in references)
     if references and 2 * structured >= len(references):
         names.append("json_valid")
     if context.json_schema is not None:
@@ -521,8 +447,3 @@ def example_scores(
     if metric.per_example is None:
         return None
     return metric.per_example(predictions, references, context)
-
-
-def score(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Exact match and ROUGE-L with default options (the eval stage's original pair)."""
-    return compute(["exact_match", "rouge_l"], predictions, references, MetricContext())

@@ -41,11 +41,7 @@ def plot_metrics(report: dict[str, Any], out_dir: Path) -> Path | None:
     axis.set_ylim(0, 1.05)
     axis.set_title("Task metrics: base vs tuned (bars: change interval)")
     axis.legend()
-    figure.tight_layout()
-    path = out_dir / "metrics.png"
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return _save(figure, out_dir / "metrics.png")
 
 
 def plot_suites(report: dict[str, Any], out_dir: Path) -> Path | None:
@@ -82,8 +78,11 @@ def plot_suites(report: dict[str, Any], out_dir: Path) -> Path | None:
         axis.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
         axis.set_title(title)
         axis.legend()
+    return _save(figure, out_dir / "suites.png")
+
+
+def _save(figure: Any, path: Path) -> Path:
     figure.tight_layout()
-    path = out_dir / "suites.png"
     figure.savefig(path)
     plt.close(figure)
     return path
