@@ -51,6 +51,49 @@ def test_stages_one_by_one_share_a_run(tmp_path: Path, tiny_model_dir: Path) -> 
 
 
 @pytest.mark.slow
+def test_eval_with_a_judge_endpoint_and_a_gate_on_its_score(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from judge_stand_in import judge_stand_in
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    config = tmp_path / "judged.yaml"
+    config.write_text(
+        f"name: judged\nruns_dir: {tmp_path / 'runs'}\n"
+        f"model:\n  name_or_path: {tiny_model_dir}\n"
+        f"data:\n  path: {REPO / 'examples/data/support_tickets.jsonl'}\n  max_samples: 60\n"
+        "train:\n  max_steps: 2\n  batch_size: 4\n"
+        "eval:\n  max_samples: 5\n  max_new_tokens: 8\n"
+        "  bias: {enabled: false}\n  safety: {enabled: false}\n  retention: {enabled: false}\n"
+    )
+    with judge_stand_in() as (url, handler):
+        result = run_cli(
+            "run",
+            config.name,
+            "--set",
+            f"eval.judge.base_url={url}",
+            "--set",
+            "eval.judge.model=grader",
+            "--set",
+            'eval.gates=["judge.score <= base + 0.5", "judge.score >= 0.9"]',
+            cwd=tmp_path,
+        )
+    assert result.returncode == 3, result.stderr[-3000:]  # the barely trained replies are poor
+    assert "judge.score >= 0.9" in result.stderr
+    assert not list((tmp_path / "runs" / "judged").glob("*/export"))
+    run = next((tmp_path / "runs" / "judged").iterdir())
+    report = json.loads((run / "eval" / "report.json").read_text())
+    for model in ("tuned", "base"):
+        judged = report["judge"][model]
+        assert judged["parsed"] == 5 and judged["failed"] == 0
+        assert judged["score"] == report["values"][model]["judge.score"] == 0.25  # all 2 of 5
+    assert len(handler.requests) == 10 and {r["body"]["model"] for r in handler.requests} == {
+        "grader"
+    }
+    assert [g["passed"] for g in report["gates"]["results"]] == [True, False]
+
+
+@pytest.mark.slow
 def test_models_tiny_builds_a_standard_hf_folder(tmp_path: Path) -> None:
     out = tmp_path / "tiny"
     result = run_cli(

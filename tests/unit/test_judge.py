@@ -10,87 +10,23 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from judge_stand_in import StandIn, judge_stand_in
 from tuneforge.errors import ConfigError, StageFailed
 from tuneforge.eval.judge import DEFAULT_RUBRIC, JudgeSpec, judge, parse_score
 
 pytest.importorskip("openai")
 
-_PAIR = re.compile(r"Reference answer:\n(.*)\n\nCandidate answer:\n(.*)\Z", re.DOTALL)
-
-
-def _grade(user_message: str) -> str:
-    reference, candidate = _PAIR.search(user_message).groups()
-    if candidate == "???":
-        return "I cannot grade this."
-    if candidate == reference:
-        return "Score: 5\nMatches the reference."  # the plain-text form
-    return '{"score": 2, "reason": "Differs from the reference."}'  # the JSON form
-
-
-class _StandIn(BaseHTTPRequestHandler):
-    requests: list[dict]
-    in_flight = 0
-    most_in_flight = 0
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        with self.lock:
-            type(self).in_flight += 1
-            type(self).most_in_flight = max(self.most_in_flight, self.in_flight)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append(
-            {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
-        )
-        time.sleep(0.02)  # long enough for concurrent requests to overlap
-        content = _grade(body["messages"][-1]["content"])
-        reply = json.dumps(
-            {
-                "id": f"chatcmpl-{len(self.requests)}",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }
-        ).encode()
-        with self.lock:
-            type(self).in_flight -= 1
-        status = 200 if self.path == "/v1/chat/completions" else 404
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 @pytest.fixture
-def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[_StandIn]]]:
+def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[StandIn]]]:
     """The stand-in's base URL and its handler class (which records the requests)."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a proxy must not see local calls
-    handler = type("Handler", (_StandIn,), {"requests": [], "in_flight": 0, "most_in_flight": 0})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
-    server.shutdown()
-    server.server_close()
+    with judge_stand_in() as found:
+        yield found
 
 
 PROMPTS = ["Capital of France?", "2 + 2?", "Colour of the sky?"]
@@ -98,7 +34,7 @@ REFERENCES = ["Paris", "4", "Blue"]
 
 
 def test_scores_come_back_parsed_and_normalised(
-    endpoint: tuple[str, type[_StandIn]], monkeypatch: pytest.MonkeyPatch
+    endpoint: tuple[str, type[StandIn]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, handler = endpoint
     monkeypatch.setenv("TF_JUDGE_KEY", "sk-test-123")
@@ -135,7 +71,7 @@ def test_scores_come_back_parsed_and_normalised(
 
 
 def test_without_the_key_variable_a_placeholder_key_is_sent(
-    endpoint: tuple[str, type[_StandIn]], monkeypatch: pytest.MonkeyPatch
+    endpoint: tuple[str, type[StandIn]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, handler = endpoint
     monkeypatch.delenv("TF_UNSET_KEY", raising=False)
@@ -157,7 +93,7 @@ def test_an_unreachable_endpoint_is_a_stage_failure() -> None:
     assert "\n" not in str(err.value)
 
 
-def test_an_http_error_names_the_status(endpoint: tuple[str, type[_StandIn]]) -> None:
+def test_an_http_error_names_the_status(endpoint: tuple[str, type[StandIn]]) -> None:
     url, _ = endpoint
     spec = JudgeSpec(base_url=url.removesuffix("/v1") + "/wrong", model="m", rubric="r")
     with pytest.raises(StageFailed, match=r"answered HTTP 404"):
