@@ -22,6 +22,15 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _tracking_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No experiment tracker (MLflow's import and sqlite store cost seconds a run).
+
+    The tracking tests turn it back on; subprocesses of the CLI inherit the setting.
+    """
+    monkeypatch.setenv("TUNEFORGE_TRACK_BACKENDS", "")
+
+
 @pytest.fixture(scope="session")
 def chat_tokenizer():
     """The tiny model's BPE tokenizer with its ChatML template, trained on a small corpus."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.config import Config
 from tuneforge.config.load import config_hash
@@ -20,6 +20,9 @@ from tuneforge.errors import ConfigError, GateFailed
 from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.runs import RunDir, StageResult, find_finished, run_stage, stage_key
 from tuneforge.runs.hashing import tree_sha256
+
+if TYPE_CHECKING:
+    from tuneforge.track.session import RunTracking
 
 STAGES = ("base", "data", "train", "eval", "export")
 COMMAND = {
@@ -43,6 +46,18 @@ class Pipeline:
     launcher_config: str | None = None
     override_gates: bool = False
     done: dict[str, StageResult] = field(default_factory=dict)
+    tracking: RunTracking | None = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
+        """End the trackers' run: finished, failed (with the error) or killed."""
+        if self.tracking is not None:
+            from tuneforge.track.session import outcome
+
+            self.tracking.close(*outcome(error))
+            self.tracking = None
 
     def execute(self, stage: str) -> StageResult:
         """Run ``stage`` (or reuse an identical finished one), finding its inputs first."""
@@ -55,6 +70,7 @@ class Pipeline:
         work = getattr(self, f"_{stage}")
         result = run_stage(self.run, stage, self.material(stage), work, force=self.force, say=say)
         self.done[stage] = result
+        self._track(result)
         return result
 
     def check_gates(self, *, export: bool = False) -> None:
@@ -87,6 +103,7 @@ class Pipeline:
         work = self._base if stage == "base" else _never
         result = run_stage(self.run, stage, self.material(stage), work, say=say)
         self.done[stage] = result
+        self._track(result)
         return result
 
     def material(self, stage: str) -> dict[str, Any]:
@@ -153,6 +170,12 @@ class Pipeline:
             "run_dir": str(self.run.path),
             "config_hash": config_hash(self.config),
         }
+
+    def _track(self, result: StageResult) -> None:
+        """Mirror a finished (or reused) stage into the trackers, when tracking is on."""
+        if self.tracking is not None and result.name != "base":
+            lineage = self.lineage() if result.name == "export" else None
+            self.tracking.after_stage(result, lineage)
 
     def _reward_hashes(self) -> dict[str, str]:
         """Content of the RL reward model folder and reward-function files, when there are any."""

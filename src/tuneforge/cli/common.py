@@ -16,6 +16,8 @@ from tuneforge.errors import DataError
 from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.pipeline import Pipeline
 from tuneforge.runs import create_run, latest_run
+from tuneforge.track.backends import check_backends
+from tuneforge.track.session import RunTracking
 
 ConfigArg = Annotated[Path, typer.Argument(help="The project's YAML config file.")]
 SetOpt = Annotated[
@@ -31,7 +33,10 @@ NewRunOpt = Annotated[
 def open_pipeline(
     config_file: Path, overrides: list[str] | None, force: bool, new_run: bool
 ) -> Pipeline:
-    """Load the config, show it, and open the latest matching run directory or a new one."""
+    """Load the config, show it, open the latest matching run directory (or a new one).
+
+    Use the pipeline as a context manager: leaving the ``with`` block ends its trackers' run.
+    """
     config = resolve_run_references(load_config(config_file, overrides))
     preflight(config)
     show_config(config)
@@ -39,15 +44,18 @@ def open_pipeline(
     if run is None:
         run = create_run(config, config_file)
     err.print(f"run directory: [bold]{run.path}[/bold]")
-    return Pipeline(config=config, run=run, config_file=str(config_file), force=force)
+    pipeline = Pipeline(config=config, run=run, config_file=str(config_file), force=force)
+    pipeline.tracking = RunTracking.open(config, run)  # ended when the `with` block exits
+    return pipeline
 
 
 def preflight(config: Config) -> None:
-    """Fail on a missing dataset or an unsafe model folder before any run directory exists."""
+    """Fail before any run directory exists: no dataset, unsafe model, tracker package missing."""
     if not Path(config.data.path).exists():
         raise DataError(f"data.path {config.data.path!r}: file not found")
     if config.model.name_or_path != "tiny" and is_local(config.model.name_or_path):
         check_local_model_dir(config.model.name_or_path)
+    check_backends(config.track)
 
 
 def show_config(config: Config) -> None:

@@ -19,7 +19,8 @@ def data_prepare(
     config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
 ) -> None:
     """Read, render and split the dataset into the run directory."""
-    result = open_pipeline(config, set_, force, new_run).execute("data")
+    with open_pipeline(config, set_, force, new_run) as pipeline:
+        result = pipeline.execute("data")
     books = result.summary
     dropped = sum(books["dropped"].values())
     out.print(

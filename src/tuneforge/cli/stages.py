@@ -33,13 +33,13 @@ def run(
     """Run every stage: data -> train -> eval -> export, skipping unchanged ones."""
     for config in configs:
         # each config is loaded when its turn comes, so run:NAME finds the run just made
-        pipeline = open_pipeline(config, set_, force, new_run=True)
-        for stage in STAGES[:-1]:
-            if stage != "base" or pipeline.config.model.name_or_path == "tiny":
-                pipeline.execute(stage)
-        print_metrics(pipeline.done["eval"].summary)
-        pipeline.check_gates()
-        pipeline.execute("export")
+        with open_pipeline(config, set_, force, new_run=True) as pipeline:
+            for stage in STAGES[:-1]:
+                if stage != "base" or pipeline.config.model.name_or_path == "tiny":
+                    pipeline.execute(stage)
+            print_metrics(pipeline.done["eval"].summary)
+            pipeline.check_gates()
+            pipeline.execute("export")
         export = pipeline.done["export"].path.resolve()
         out.print(f"run: {pipeline.run.path}\nexported: {export}")
 
@@ -64,9 +64,9 @@ def train(
     ] = None,
 ) -> None:
     """Fine-tune on the prepared data."""
-    pipeline = open_pipeline(config, set_, force or resume, new_run)
-    pipeline.resume, pipeline.nproc, pipeline.launcher_config = resume, nproc, launcher_config
-    result = pipeline.execute("train")
+    with open_pipeline(config, set_, force or resume, new_run) as pipeline:
+        pipeline.resume, pipeline.nproc, pipeline.launcher_config = resume, nproc, launcher_config
+        result = pipeline.execute("train")
     s = result.summary
     extra = "".join(
         f", val {name[4:-7]} {s[name]} -> {s[name[:-7] + '_after']}"
@@ -84,11 +84,11 @@ def eval_(
     config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
 ) -> None:
     """Evaluate the tuned model (and its base) on the test split."""
-    pipeline = open_pipeline(config, set_, force, new_run)
-    result = pipeline.execute("eval")
-    print_metrics(result.summary)
-    out.print(f"report: {result.path.resolve() / 'report.html'}")
-    pipeline.check_gates()
+    with open_pipeline(config, set_, force, new_run) as pipeline:
+        result = pipeline.execute("eval")
+        print_metrics(result.summary)
+        out.print(f"report: {result.path.resolve() / 'report.html'}")
+        pipeline.check_gates()
 
 
 def export(
@@ -104,7 +104,7 @@ def export(
     new_run: NewRunOpt = False,
 ) -> None:
     """Write the adapter, the merged model and a model card (refused when a gate failed)."""
-    pipeline = open_pipeline(config, set_, force, new_run)
-    pipeline.override_gates = force
-    result = pipeline.execute("export")
+    with open_pipeline(config, set_, force, new_run) as pipeline:
+        pipeline.override_gates = force
+        result = pipeline.execute("export")
     out.print(f"exported: {result.path.resolve()}")
