@@ -8,6 +8,7 @@ reads, so a key can be computed before anything runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +20,10 @@ from tuneforge.data.configure import data_family
 from tuneforge.errors import ConfigError, GateFailed
 from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.runs import RunDir, StageResult, find_finished, run_stage, stage_key
-from tuneforge.runs.hashing import tree_sha256
+from tuneforge.runs.hashing import cached_file_sha256, file_sha256, object_sha256, tree_sha256
 
 if TYPE_CHECKING:
+    from tuneforge.runs.lineage import Link
     from tuneforge.track.session import RunTracking
 
 STAGES = ("base", "data", "train", "eval", "export")
@@ -47,6 +49,9 @@ class Pipeline:
     override_gates: bool = False
     done: dict[str, StageResult] = field(default_factory=dict)
     tracking: RunTracking | None = None
+    # Sees each training log line (step, loss, val_loss, ...) in this process; a search
+    # reports validation losses to its pruner through it (an exception stops training).
+    on_train_log: Callable[[dict[str, Any]], None] | None = None
 
     def __enter__(self) -> Pipeline:
         return self
@@ -132,7 +137,7 @@ class Pipeline:
                 "rewards": self._reward_hashes(),
                 "train": c.train.model_dump(),
                 "seed": c.seed,
-                "replay_sha256": self._input_hash(c.train.replay.path or ""),
+                "replay_sha256": self._input_hash(c.train.replay.path),
                 "base_adapters": [
                     tree_sha256(a) if Path(a).is_dir() else "missing"
                     for a in c.method.base_adapters
@@ -166,6 +171,7 @@ class Pipeline:
             if self.config.model.name_or_path == "tiny"
             else self.config.model.name_or_path,
             "data": {**data, "sha256": self._input_hash(self.config.data.path)},
+            "train": self.done["train"].summary if "train" in self.done else {},
             "eval": self.done["eval"].summary if "eval" in self.done else {},
             "run_dir": str(self.run.path),
             "config_hash": config_hash(self.config),
@@ -194,8 +200,16 @@ class Pipeline:
     def _key(self, stage: str) -> str:
         return stage_key(stage, self.material(stage))
 
-    def _input_hash(self, path: str | Path) -> str:
+    def _input_hash(self, path: str | Path | None) -> str:
+        """sha256 of an input file, or over each file of an input folder; "missing" otherwise."""
+        if not path:
+            return "missing"
         path = Path(path)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            return object_sha256(
+                {str(p.relative_to(path)): self.run.record_input(p) for p in files}
+            )
         return self.run.record_input(path) if path.is_file() else "missing"
 
     # -- stage bodies: each writes into the folder it is given and returns a summary
@@ -223,6 +237,8 @@ class Pipeline:
 
         def log(**values: Any) -> None:
             self.run.log_metrics("train", **values)
+            if self.on_train_log is not None:
+                self.on_train_log(values)
 
         return train_in_processes(
             self.config,
@@ -250,13 +266,89 @@ class Pipeline:
         return report
 
     def _export(self, out: Path) -> dict[str, Any]:
+        from tuneforge.eval.gates import failed_gates
         from tuneforge.export.hf import export_model
+        from tuneforge.runs.lineage import write_lineage
 
         lineage = self.lineage()
-        from tuneforge.eval.gates import failed_gates
-
         lineage["gates_overridden"] = failed_gates(self.done["eval"].summary)
-        return export_model(self.config, self.model_path(), self.done["train"].path, out, lineage)
+        lineage["links"] = self.lineage_links()
+        summary = export_model(
+            self.config, self.model_path(), self.done["train"].path, out, lineage
+        )
+        record = write_lineage(
+            out, lineage["links"], name=self.config.name, run_dir=str(self.run.path)
+        )
+        summary["lineage_files"] = sum(len(link["files"]) for link in record["chain"])
+        return summary
+
+    def lineage_links(self) -> list[Link]:
+        """The chain behind an export: each input with the hashes it had when it was used."""
+        from tuneforge.runs.lineage import Link, folder_hashes
+
+        def cached(path: Path) -> str:
+            return cached_file_sha256(path, self.run.root / ".hash-cache.json")
+
+        data, train, evaluation = (self.done[s] for s in ("data", "train", "eval"))
+        data_dir = data.path.resolve()
+        outputs = data.summary.get("outputs", {})
+        config_file = self.run.path / "config.yaml"
+        books = {k: data.summary.get(k) for k in ("read", "kept", "dropped", "quarantined")}
+        model = self.model_identity()
+        if "tiny" in model:
+            base = Link("base model", str(self.done["base"].path.resolve()), info=model)
+            base.files = folder_hashes(self.done["base"].path, cached)
+        elif "path" in model:
+            base = Link("base model", model["path"], folder_hashes(Path(model["path"]), cached))
+        else:
+            base = Link("base model", model["hub_id"], info={"revision": model["revision"]})
+        return [
+            Link("raw data", self.config.data.path, self.raw_data_hashes()),
+            Link(
+                "prepared dataset",
+                str(data_dir),
+                {str(data_dir / name): digest for name, digest in outputs.items()},
+                {"stage_key": data.key, **books},
+            ),
+            Link(
+                "config",
+                str(config_file),
+                {str(config_file): file_sha256(config_file)},
+                {"config_hash": config_hash(self.config), "seed": self.config.seed},
+            ),
+            base,
+            Link(
+                "checkpoint",
+                str(train.path.resolve()),
+                folder_hashes(train.path, cached),
+                {"stage_key": train.key, "steps": train.summary.get("steps")},
+            ),
+            Link(
+                "eval",
+                str(evaluation.path.resolve()),
+                {
+                    str(evaluation.path.resolve() / "report.json"): file_sha256(
+                        evaluation.path / "report.json"
+                    )
+                },
+                {"stage_key": evaluation.key, "gates": _gate_word(evaluation.summary)},
+            ),
+        ]
+
+    def raw_data_hashes(self) -> dict[str, str]:
+        """sha256 of every raw input file: the dataset (a file, or each file in a folder)."""
+        found = {}
+        for path in (self.config.data.path, self.config.train.replay.path):
+            if path and Path(path).exists():
+                files = [Path(path)] if Path(path).is_file() else Path(path).rglob("*")
+                found.update({str(p.resolve()): self._input_hash(p) for p in sorted(files)})
+        return {path: digest for path, digest in found.items() if digest != "missing"}
+
+
+def _gate_word(eval_summary: dict[str, Any]) -> str:
+    from tuneforge.track.session import gate_status
+
+    return gate_status(eval_summary)
 
 
 def _never(_: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from tuneforge.cli import (
     config_cmd,
     data_cmd,
     feedback_cmd,
+    lineage_cmd,
     models_cmd,
     plan_cmd,
     reward_cmd,
@@ -62,6 +63,7 @@ app.add_typer(adapters_cmd.adapters_app, name="adapters")
 app.command("plan")(plan_cmd.plan)
 app.add_typer(reward_cmd.reward_app, name="reward")
 app.add_typer(feedback_cmd.feedback_app, name="feedback")
+app.command("lineage")(lineage_cmd.lineage)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -326,6 +326,15 @@ class ExportConfig(Section):
 
     merged: bool = Field(True, description="Write base + adapter merged as safetensors.")
     adapter: bool = Field(True, description="Write the adapter on its own.")
+    license: str | None = Field(
+        None, description="Licence of the tuned model for the card: an SPDX id or 'other'."
+    )
+    license_name: str | None = Field(None, description="With license: other, its name.")
+    license_link: str | None = Field(None, description="With license: other, a link to it.")
+    intended_use: str | None = Field(None, description="Who should use the model, for what.")
+    limitations: list[str] = Field(
+        default_factory=list, description="Known limitations, added to the card's own findings."
+    )
 
 
 class Config(Section):

@@ -122,6 +122,7 @@ def prepare_data(
     }
     write_report(out_dir, report)
     books["outputs"] = output_hashes(out_dir)
+    books["pii"] = report["pii"]  # findings by type, for the model card
     return books
 
 
