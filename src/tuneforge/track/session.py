@@ -27,7 +27,7 @@ from tuneforge.track.fanout import Trackers, warn
 ARTIFACTS = {
     "data": ("report.html", "report.md", "*.png"),
     "eval": ("report.html", "report.md", "report.json", "*.png"),
-    "export": ("README.md",),
+    "export": ("README.md", "lineage.json"),
 }
 _NOT_VALUES = {"time", "stage", "step"}
 
