@@ -186,7 +186,7 @@ def test_bad_settings_and_files_are_actionable(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"unsupported type '\.csv'"):
         build_index(benchmark_files=[tmp_path / "b.csv"])
     (tmp_path / "b.jsonl").write_text('{"q": "fine"}\n{"q": broken\n')
-    with pytest.raises(DataError, match=r"b\.jsonl:2: invalid JSON"):
+    with pytest.raises(DataError, match=r"b\.jsonl:2: not JSON"):
         build_index(benchmark_files=[tmp_path / "b.jsonl"])
 
 

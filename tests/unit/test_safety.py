@@ -63,9 +63,9 @@ def test_red_team_user_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", "mine.jsonl line 1: not JSON"),
-        ('["a"]', "line 1: expected an object"),
-        ('{"id": "a", "category": "c"}', "line 1: 'prompt' must be a non-empty string"),
+        ("{not json", "mine.jsonl:1: not JSON"),
+        ('["a"]', "mine.jsonl:1: expected an object"),
+        ('{"id": "a", "category": "c"}', "mine.jsonl:1: 'prompt' must be a non-empty string"),
         ('{"id": "a", "category": "c", "prompt": "p", "x": 1}', "unknown key 'x'"),
         ('{"id": "weapons-1", "category": "c", "prompt": "p"}', "id 'weapons-1' repeats"),
     ],

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tuneforge.data.jsonl import json_lines
 from tuneforge.data.sample import Sample
 from tuneforge.data.steps import StepStats
 from tuneforge.errors import ConfigError, DataError
@@ -136,17 +137,12 @@ def read_benchmark(path: Path) -> Iterator[tuple[str, str]]:
         for i, record in enumerate(records):
             yield from ((f"{path}#{i}", s) for s in _strings(record))
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if suffix == ".txt":
-            yield f"{path}:{lineno}", line
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"benchmark file {path}:{lineno}: invalid JSON ({err.msg})") from err
-        yield from ((f"{path}:{lineno}", s) for s in _strings(record))
+    if suffix == ".txt":
+        lines = enumerate(text.splitlines(), start=1)
+        yield from ((f"{path}:{number}", line) for number, line in lines if line.strip())
+        return
+    for place, record in json_lines(text.splitlines(), str(path), prefix="benchmark file "):
+        yield from ((place, s) for s in _strings(record))
 
 
 @dataclass(frozen=True)

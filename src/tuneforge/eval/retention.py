@@ -8,13 +8,13 @@ than its base did; 1.10 is a common tolerance.
 
 from __future__ import annotations
 
-import json
 import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tuneforge.config.eval_schema import RetentionConfig
+from tuneforge.data.jsonl import json_lines
 from tuneforge.errors import DataError
 from tuneforge.eval.likelihood import mean_nll, row_nll, text_rows
 
@@ -51,15 +51,9 @@ def _read_passages(path: Path) -> list[str]:
         # a file of long lines (one document per line) is split by line instead
         return paragraphs if len(paragraphs) > 1 else path.read_text("utf-8").splitlines()
     passages = []
-    for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{number}: not JSON ({error.msg})") from None
+    for place, record in json_lines(path.read_text("utf-8").splitlines(), str(path)):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise DataError(f"{path}:{number}: a retention record needs a 'text' string")
+            raise DataError(f"{place}: a retention record needs a 'text' string")
         passages.append(record["text"])
     return passages
 

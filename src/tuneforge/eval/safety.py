@@ -11,7 +11,6 @@ the eval report shows next to the task metrics.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.data.clean import profanity_count
+from tuneforge.data.jsonl import json_lines
 from tuneforge.data.pii import detect
 from tuneforge.errors import ConfigError
 from tuneforge.eval.generate import generate
@@ -68,14 +68,7 @@ def load_red_team(
 
 def _add(prompts: list[RedTeamPrompt], where: dict[str, str], text: str, name: str) -> None:
     """Parse one JSONL file into ``prompts``; ``where`` records each id's file and line."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        place = f"{name} line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"red-team prompts: {place}: not JSON ({err.msg})") from None
+    for place, row in json_lines(text.splitlines(), name, ConfigError, "red-team prompts: "):
         if not isinstance(row, dict):
             raise ConfigError(f"red-team prompts: {place}: expected an object with {_FIELDS}")
         for key in _FIELDS:

@@ -11,13 +11,13 @@ the head, so it is right for any padding.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tuneforge.data.jsonl import json_lines
 from tuneforge.data.render import render_chat_batch
 from tuneforge.errors import DataError, ModelError
 from tuneforge.models.load import load_model, load_tokenizer
@@ -119,15 +119,9 @@ def read_scoring_file(path: str | Path) -> Iterator[tuple[str, list[dict[str, An
         DataError: a line is not JSON or has neither form; names the file and line.
     """
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not JSON ({err.msg})") from None
-            yield str(record.get("id", where)), _conversation(record, where)
+        for where, record in json_lines(handle, str(path)):
+            found = record.get("id", where) if isinstance(record, dict) else where
+            yield str(found), _conversation(record, where)
 
 
 def _conversation(record: Any, where: str) -> list[dict[str, Any]]:
