@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import math
 import shutil
-import signal
 import time
 from collections.abc import Callable
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,6 +53,7 @@ from tuneforge.train.methods import (
     save_trained,
     update_unfreezing,
 )
+from tuneforge.train.outcome import StopSignals, training_summary
 from tuneforge.train.rows import MicroBatches
 
 Log = Callable[..., None]
@@ -201,7 +201,7 @@ def train_task(
         folder = save_trained(model, config.method, out_dir)
         session.tokenizer.save_pretrained(out_dir / folder)
     session.accelerator.wait_for_everyone()
-    return _summary(session, model, folder, after, seconds, tokens_before)
+    return training_summary(session, model, folder, after, seconds, tokens_before)
 
 
 def open_session(
@@ -273,7 +273,7 @@ def run_loop(session: Session) -> bool:
     cfg, state = session.config.train, session.state
     started, tokens_at_start = time.time(), state.trained_tokens
     step = session.task.step or optimizer_step
-    with _Signals() as signals, progress() as bar:
+    with StopSignals() as signals, progress() as bar:
         task = bar.add_task(
             f"{session.config.objective} {session.config.method.kind}",
             total=session.total_steps,
@@ -496,70 +496,3 @@ def _restore_best(session: Session) -> None:
         model = session.accelerator.unwrap_model(session.model)
         model.load_state_dict(load_file(path), strict=False)
         say(f"restored the best weights (step {session.state.best_step})")
-
-
-def _summary(
-    session: Session,
-    model: Any,
-    folder: str | None,
-    after: dict[str, float],
-    seconds: float,
-    tokens_before: int,
-) -> dict[str, Any]:
-    state, config = session.state, session.config
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    last = state.losses[-10:]
-    summary = {
-        "method": config.method.kind,
-        "objective": config.objective,
-        "output": folder,
-        "steps": state.step,
-        "total_steps": session.total_steps,
-        "processes": session.accelerator.num_processes,
-        "train_samples": len(session.batches.rows),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "precision": str(session.dtype).removeprefix("torch."),
-        "device": session.accelerator.device.type,
-        "train_loss_last": round(sum(last) / len(last), 5) if last else None,
-        "val_loss_before": _round(state.val_before),
-        "val_loss_after": _round(after.get("loss")),
-        "best_val_loss": _round(state.best_val),
-        "best_step": state.best_step,
-        "trained_tokens": state.trained_tokens,
-        "trained_tokens_per_s": round(
-            (state.trained_tokens - tokens_before) / max(seconds, 1e-9), 1
-        ),
-        "seconds": round(seconds, 2),
-    }
-    for name, value in after.items():
-        if name != "loss":
-            summary[f"val_{name}_before"] = _round(state.val_metrics_before.get(name))
-            summary[f"val_{name}_after"] = _round(value)
-    return {**summary, **session.extra.get("summary", {})}
-
-
-def _round(value: float | None) -> float | None:
-    return round(value, 5) if value is not None else None
-
-
-class _Signals:
-    """Turn SIGTERM/SIGINT into a flag the loop checks after each step."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with suppress(ValueError):  # not the main thread: leave signals alone
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = signal.Signals(signum).name
