@@ -57,7 +57,9 @@ def test_the_export_records_every_link_with_hashes(exported: Path) -> None:
     assert chain["checkpoint"]["files"][weights] == file_sha256(weights)
     assert "model.safetensors" in {Path(p).name for p in chain["base model"]["files"]}
     artifact = chain["artifact"]["files"]
-    assert artifact["merged/model.safetensors"] == file_sha256(exported / "merged/model.safetensors")
+    assert artifact["merged/model.safetensors"] == file_sha256(
+        exported / "merged/model.safetensors"
+    )
     assert "README.md" in artifact and "lineage.json" not in artifact
 
 

@@ -22,6 +22,7 @@ from tuneforge.cli import (
     models_cmd,
     plan_cmd,
     reward_cmd,
+    runs_cmd,
     stages,
 )
 from tuneforge.console import err
@@ -64,6 +65,7 @@ app.command("plan")(plan_cmd.plan)
 app.add_typer(reward_cmd.reward_app, name="reward")
 app.add_typer(feedback_cmd.feedback_app, name="feedback")
 app.command("lineage")(lineage_cmd.lineage)
+app.add_typer(runs_cmd.runs_app, name="runs")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,7 +172,7 @@ class MethodConfig(Section):
         "ia3/prompt/prefix: a PEFT adapter (qlora: LoRA on a 4-bit NF4 base).",
     )
     r: int = Field(16, ge=1, description="LoRA rank (lora, dora, qlora).")
-    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Modules that get an adapter (lora, dora, qlora, ia3)."

@@ -258,6 +258,21 @@ def save_adapter(model: Any, out_dir: str | Path, name: str | None = None) -> No
                 shutil.rmtree(target)
             item.replace(target)
         nested.rmdir()
+    _sort_set_fields(out / "adapter_config.json", model.peft_config[name])
+
+
+def _sort_set_fields(config_file: Path, peft_config: Any) -> None:
+    """Write PEFT's set-valued fields (``target_modules``) sorted.
+
+    PEFT writes a set in its iteration order, which follows the per-process string
+    hash seed, so the same adapter saved by two processes would differ in bytes.
+    """
+    fields = [key for key, value in vars(peft_config).items() if isinstance(value, set)]
+    saved = json.loads(config_file.read_text(encoding="utf-8"))
+    for key in fields:
+        if isinstance(saved.get(key), list):
+            saved[key] = sorted(saved[key], key=str)
+    config_file.write_text(json.dumps(saved, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def merge(model: Any) -> Any:
