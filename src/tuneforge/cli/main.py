@@ -24,6 +24,7 @@ from tuneforge.cli import (
     reward_cmd,
     runs_cmd,
     stages,
+    tune_cmd,
 )
 from tuneforge.console import err
 from tuneforge.errors import TuneforgeError
@@ -62,6 +63,7 @@ app.add_typer(config_cmd.config_app, name="config")
 app.add_typer(models_cmd.models_app, name="models")
 app.add_typer(adapters_cmd.adapters_app, name="adapters")
 app.command("plan")(plan_cmd.plan)
+app.command("tune")(tune_cmd.tune)
 app.add_typer(reward_cmd.reward_app, name="reward")
 app.add_typer(feedback_cmd.feedback_app, name="feedback")
 app.command("lineage")(lineage_cmd.lineage)

@@ -95,11 +95,12 @@ def apply_override(raw: dict[str, Any], item: str) -> Loc:
 def config_hash(obj: BaseModel | dict[str, Any]) -> str:
     """Stable sha256 of a config or section (JSON with sorted keys).
 
-    A whole config is hashed without its ``track`` section: where a run is reported
-    does not change what it produces, so it must not change which run a config matches.
+    A whole config is hashed without its ``track`` and ``tune`` sections: where a run
+    is reported, and how a search explores, do not change what it produces, so they
+    must not change which run a config matches.
     """
     if isinstance(obj, Config):
-        data = obj.model_dump(mode="json", exclude={"track"})
+        data = obj.model_dump(mode="json", exclude={"track", "tune"})
     else:
         data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()

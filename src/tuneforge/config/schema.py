@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tuneforge.config.eval_schema import EvalConfig
 from tuneforge.config.track_schema import TrackConfig
+from tuneforge.config.tune_schema import TuneConfig
 
 
 class Section(BaseModel):
@@ -357,6 +358,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @model_validator(mode="after")
     def _supported_combinations(self) -> Config:

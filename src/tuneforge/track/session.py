@@ -68,7 +68,7 @@ class RunTracking:
             tags={k: v for k, v in tags.items() if v},
             resume=tracking.state.get("backends", {}),
         )
-        params = flatten(config.model_dump(mode="json", exclude={"track"}))
+        params = flatten(config.model_dump(mode="json", exclude={"track", "tune"}))
         tracking.state["backends"] = {
             **tracking.state.get("backends", {}),
             **tracking.trackers.start(info, params),
