@@ -267,7 +267,7 @@ class Pipeline:
 
     def _export(self, out: Path) -> dict[str, Any]:
         from tuneforge.eval.gates import failed_gates
-        from tuneforge.export.hf import export_model
+        from tuneforge.export.formats import export_model, write_checksums
         from tuneforge.runs.lineage import write_lineage
 
         lineage = self.lineage()
@@ -280,6 +280,7 @@ class Pipeline:
             out, lineage["links"], name=self.config.name, run_dir=str(self.run.path)
         )
         summary["lineage_files"] = sum(len(link["files"]) for link in record["chain"])
+        write_checksums(out)
         return summary
 
     def lineage_links(self) -> list[Link]:

@@ -12,10 +12,10 @@ from rich.table import Table
 from tuneforge.config import Config, dump_config, load_config
 from tuneforge.config.load import resolve_run_references
 from tuneforge.console import err, out
-from tuneforge.errors import DataError
+from tuneforge.errors import ConfigError, DataError
 from tuneforge.models.local import check_local_model_dir, is_local
 from tuneforge.pipeline import Pipeline
-from tuneforge.runs import create_run, latest_run
+from tuneforge.runs import RunDir, create_run, latest_run
 from tuneforge.track.backends import check_backends
 from tuneforge.track.session import RunTracking
 
@@ -37,16 +37,32 @@ def open_pipeline(
 
     Use the pipeline as a context manager: leaving the ``with`` block ends its trackers' run.
     """
+    run = None
+    if config_file.is_dir():  # a run directory: its saved config, continued in place
+        run = open_run_dir(config_file)
+        config_file = run.path / "config.yaml"
     config = resolve_run_references(load_config(config_file, overrides))
     preflight(config)
     show_config(config)
-    run = None if new_run else latest_run(config)
+    if run is None and not new_run:
+        run = latest_run(config)
     if run is None:
         run = create_run(config, config_file)
     err.print(f"run directory: [bold]{run.path}[/bold]")
     pipeline = Pipeline(config=config, run=run, config_file=str(config_file), force=force)
     pipeline.tracking = RunTracking.open(config, run)  # ended when the `with` block exits
     return pipeline
+
+
+def open_run_dir(path: Path) -> RunDir:
+    """An existing run directory, named on the command line in place of a config file."""
+    if not (path / "config.yaml").is_file() or not (path / "manifest.json").is_file():
+        raise ConfigError(
+            f"{path}: a directory, but not a run directory (no config.yaml and manifest.json); "
+            "give a config file or runs/NAME/STAMP"
+        )
+    path = path.resolve()
+    return RunDir(path=path, root=path.parent.parent)
 
 
 def preflight(config: Config) -> None:

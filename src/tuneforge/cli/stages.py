@@ -104,7 +104,21 @@ def eval_(
 
 
 def export(
-    config: ConfigArg,
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="The project's YAML config, or a run directory (runs/NAME/STAMP) to export."
+        ),
+    ],
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="hf, adapter, gguf, onnx, ollama (repeatable or comma-separated); "
+            "replaces export.formats.",
+        ),
+    ] = None,
     set_: SetOpt = None,
     force: Annotated[
         bool,
@@ -115,8 +129,12 @@ def export(
     ] = False,
     new_run: NewRunOpt = False,
 ) -> None:
-    """Write the adapter, the merged model and a model card (refused when a gate failed)."""
-    with open_pipeline(config, set_, force, new_run) as pipeline:
+    """Write the requested formats, each verified, with a model card, lineage and checksums."""
+    overrides = list(set_ or [])
+    if formats:
+        chosen = [name.strip() for item in formats for name in item.split(",") if name.strip()]
+        overrides.append(f"export.formats=[{','.join(chosen)}]")
+    with open_pipeline(config, overrides, force, new_run) as pipeline:
         pipeline.override_gates = force
         result = pipeline.execute("export")
     out.print(f"exported: {result.path.resolve()}")

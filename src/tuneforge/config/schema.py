@@ -322,11 +322,35 @@ class RLConfig(Section):
         return self
 
 
+ExportFormat = Literal["hf", "adapter", "gguf", "onnx", "ollama"]
+
+
 class ExportConfig(Section):
     """What the export stage writes."""
 
-    merged: bool = Field(True, description="Write base + adapter merged as safetensors.")
-    adapter: bool = Field(True, description="Write the adapter on its own.")
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: ["hf", "adapter"],
+        min_length=1,
+        description="hf: merged safetensors folder; adapter: the PEFT adapter alone; gguf: "
+        "llama.cpp files (one per gguf_quants); onnx: onnxruntime folder; ollama: a Modelfile "
+        "over the GGUF (implies gguf).",
+    )
+    gguf_quants: list[Literal["f16", "q8_0"]] = Field(
+        default_factory=lambda: ["q8_0"], description="GGUF weight types, one file each."
+    )
+    verify: bool = Field(
+        True, description="Load every artifact back with an independent reader and compare logits."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weights of the merged model (merging is done in fp32); auto: the base "
+        "model's dtype from its config.json, else float32.",
+    )
+    qlora_base: Literal["dequantized", "original"] = Field(
+        "dequantized",
+        description="Merge a qlora adapter onto the 4-bit base it trained with, dequantized "
+        "(the model exactly as evaluated), or onto the original full-precision weights.",
+    )
     license: str | None = Field(
         None, description="Licence of the tuned model for the card: an SPDX id or 'other'."
     )
