@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneforge-installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-spark demo test test-fast lint format clean
+.PHONY: install install-spark install-redis demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 # optional: Java + PySpark for data.engine: spark (the spark tests skip without them)
 install-spark: install
 	VENV=$(VENV) scripts/install-spark.sh
+
+# optional: redis-server for the response-cache tests (the redis tests skip without it)
+install-redis:
+	scripts/install-redis.sh
 
 demo: install
 	$(VENV)/bin/tuneforge run examples/quickstart.yaml

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,56 @@ def public_fixtures() -> Path:
 def cli():
     """The real CLI in a subprocess: ``cli("run", "cfg.yaml", cwd=path)``."""
     return run_cli
+
+
+class RedisServerURL(str):
+    """A test Redis server's URL; ``stop()`` kills the server (to test an outage)."""
+
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real ``redis-server`` on a free port, without persistence; yields its URL.
+
+    Skips when redis-server (``scripts/install-redis.sh``) or redis-py is missing.
+    """
+    import shutil
+    import socket
+    import time
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed; run scripts/install-redis.sh (root, apt)")
+    redis = pytest.importorskip("redis", reason="redis-py missing; pip install -e '.[serve]'")
+    folder = tmp_path_factory.mktemp("redis")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(folder), "--logfile", str(folder / "redis.log")]
+    process = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.RedisError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log = folder / "redis.log"
+                tail = log.read_text()[-500:] if log.exists() else ""
+                pytest.fail(f"redis-server on port {port} did not answer PING: {tail}")
+            time.sleep(0.02)
+    client.close()
+    url = RedisServerURL(f"redis://127.0.0.1:{port}/0")
+    url.process = process
+    yield url
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)

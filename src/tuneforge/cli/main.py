@@ -23,6 +23,7 @@ from tuneforge.cli import (
     plan_cmd,
     reward_cmd,
     runs_cmd,
+    serve_cmd,
     stages,
     tune_cmd,
 )
@@ -64,6 +65,7 @@ app.add_typer(models_cmd.models_app, name="models")
 app.add_typer(adapters_cmd.adapters_app, name="adapters")
 app.command("plan")(plan_cmd.plan)
 app.command("tune")(tune_cmd.tune)
+app.command("serve")(serve_cmd.serve)
 app.add_typer(reward_cmd.reward_app, name="reward")
 app.add_typer(feedback_cmd.feedback_app, name="feedback")
 app.command("lineage")(lineage_cmd.lineage)

@@ -92,15 +92,18 @@ def apply_override(raw: dict[str, Any], item: str) -> Loc:
     return tuple(keys)
 
 
+EXCLUDED_FROM_HASH = {"track", "tune", "serve"}
+
+
 def config_hash(obj: BaseModel | dict[str, Any]) -> str:
     """Stable sha256 of a config or section (JSON with sorted keys).
 
-    A whole config is hashed without its ``track`` and ``tune`` sections: where a run
-    is reported, and how a search explores, do not change what it produces, so they
-    must not change which run a config matches.
+    A whole config is hashed without its ``track``, ``tune`` and ``serve`` sections:
+    where a run is reported, how a search explores and how its model is served do not
+    change what it produces, so they must not change which run a config matches.
     """
     if isinstance(obj, Config):
-        data = obj.model_dump(mode="json", exclude={"track", "tune"})
+        data = obj.model_dump(mode="json", exclude=EXCLUDED_FROM_HASH)
     else:
         data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()

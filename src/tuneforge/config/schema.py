@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneforge.config.eval_schema import EvalConfig
+from tuneforge.config.serve_schema import ServeConfig
 from tuneforge.config.track_schema import TrackConfig
 from tuneforge.config.tune_schema import TuneConfig
 
@@ -335,7 +336,7 @@ class ExportConfig(Section):
         "llama.cpp files (one per gguf_quants); onnx: onnxruntime folder; ollama: a Modelfile "
         "over the GGUF (implies gguf).",
     )
-    gguf_quants: list[Literal["f16", "q8_0"]] = Field(
+    gguf_quants: list[Literal["f16", "q8_0", "bf16", "f32"]] = Field(
         default_factory=lambda: ["q8_0"], description="GGUF weight types, one file each."
     )
     verify: bool = Field(
@@ -382,6 +383,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @model_validator(mode="after")

@@ -175,7 +175,7 @@ def generate(
     completions = generate_ids(
         model,
         prompt_ids,
-        pad_id=_pad_id(tokenizer),
+        pad_id=pad_id(tokenizer),
         stop_ids=stop_ids(model, tokenizer),
         sampling=sampling,
         batch_size=batch_size,
@@ -287,7 +287,7 @@ def _cut(row: list[int], stop: list[int]) -> list[int]:
     return next((row[: i + 1] for i, token in enumerate(row) if token in stop), row)
 
 
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The padding id; tokenizers without one pad with EOS (always masked out)."""
     pad = tokenizer.pad_token_id
     return tokenizer.eos_token_id if pad is None else pad
@@ -301,16 +301,8 @@ class _RowSampler(LogitsProcessor):
     """
 
     def __init__(self, sampling: Sampling, keys: list[int], device: torch.device) -> None:
-        warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(sampling.temperature)]
-        if sampling.top_k:
-            warpers.append(TopKLogitsWarper(sampling.top_k))
-        if sampling.top_p < 1:
-            warpers.append(TopPLogitsWarper(sampling.top_p))
-        self.warpers = LogitsProcessorList(warpers)
-        self.generators = [
-            torch.Generator(device=device).manual_seed(_row_seed(sampling.seed, key))
-            for key in keys
-        ]
+        self.warpers = sampling_warpers(sampling)
+        self.generators = [row_generator(sampling.seed, key, device) for key in keys]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         probs = self.warpers(input_ids, scores).float().softmax(dim=-1)
@@ -322,13 +314,24 @@ class _RowSampler(LogitsProcessor):
         return chosen.scatter_(1, torch.stack(picks), 0.0)
 
 
-def _row_seed(seed: int, key: int) -> int:
-    """A seed for prompt ``key`` of a call seeded ``seed``.
+def sampling_warpers(sampling: Sampling) -> LogitsProcessorList:
+    """Temperature, then top-k and top-p (where set): what turns logits into sampled scores."""
+    warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(sampling.temperature)]
+    if sampling.top_k:
+        warpers.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.top_p < 1:
+        warpers.append(TopPLogitsWarper(sampling.top_p))
+    return LogitsProcessorList(warpers)
 
-    Hashed rather than packed into bits: the CPU generator keeps only a seed's low 32 bits.
+
+def row_generator(seed: int, key: int, device: torch.device | str) -> torch.Generator:
+    """The random stream of prompt (or choice) ``key`` of a call seeded ``seed``.
+
+    The seed is hashed rather than packed into bits: the CPU generator keeps only a
+    seed's low 32 bits.
     """
     digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little"))
 
 
 class _StopStrings(StoppingCriteria):

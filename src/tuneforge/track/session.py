@@ -17,6 +17,7 @@ from typing import Any
 
 from tuneforge import __version__
 from tuneforge.config import Config, config_hash
+from tuneforge.config.load import EXCLUDED_FROM_HASH
 from tuneforge.console import say
 from tuneforge.runs import RunDir, StageResult
 from tuneforge.track.backends import make_backends
@@ -68,7 +69,7 @@ class RunTracking:
             tags={k: v for k, v in tags.items() if v},
             resume=tracking.state.get("backends", {}),
         )
-        params = flatten(config.model_dump(mode="json", exclude={"track", "tune"}))
+        params = flatten(config.model_dump(mode="json", exclude=EXCLUDED_FROM_HASH))
         tracking.state["backends"] = {
             **tracking.state.get("backends", {}),
             **tracking.trackers.start(info, params),

@@ -1,0 +1,44 @@
+"""A real tuneforge server on a loopback port, in a thread, for the serving tests."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from tuneforge.config.serve_schema import ServeConfig
+from tuneforge.serve.app import create_app
+from tuneforge.serve.handlers import ServeContext
+from tuneforge.serve.runner import Target, build_context
+
+
+@contextlib.contextmanager
+def running_server(
+    model_dir: Path, settings: ServeConfig | None = None, name: str = "tiny", engine: Any = None
+) -> Iterator[tuple[str, ServeContext]]:
+    """Start the app under uvicorn on a free port; yield its base URL and context."""
+    ctx = build_context(Target(Path(model_dir), name, settings or ServeConfig()), engine)
+    app = create_app(ctx)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not (server.started and ctx.engine.ready):
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", ctx
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        import asyncio
+
+        asyncio.run(ctx.engine.close())
