@@ -218,11 +218,17 @@ inputs = tokenizer(prompt, return_tensors="pt")
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=128)[0]))
 ```
 
-Behind an OpenAI-compatible API (any server that loads Hugging Face folders, e.g. vLLM):
+Behind an OpenAI-compatible API, with adapters, a response cache, guardrails and API keys
+(`tuneforge serve`), or with vLLM:
 
 ```console
+$ tuneforge serve . --port 8000
 $ vllm serve ./merged --served-model-name {config.name}
 ```
+
+`gguf/` files (when exported) run in llama.cpp (`llama-server -m FILE --jinja`), and
+`Modelfile` in Ollama (`ollama create {config.name} -f Modelfile`); `onnx/` runs in
+onnxruntime.
 
 The `adapter/` folder (when present) loads with PEFT on top of the base model:
 `PeftModel.from_pretrained(base, "adapter")`."""
