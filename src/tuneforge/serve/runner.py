@@ -50,6 +50,9 @@ def find_target(path: Path, settings: ServeConfig | None = None) -> Target:
         folder = path / "export" / "merged"
     elif (path / "merged" / "config.json").is_file():
         folder = path / "merged"
+        run = path.resolve().parent  # an export inside its run: the run's config names it
+        if (run / "config.yaml").is_file() and (run / "manifest.json").is_file():
+            config = load_config(run / "config.yaml")
     else:
         folder = path
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
