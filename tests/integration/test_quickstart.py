@@ -115,6 +115,18 @@ def test_export_is_a_loadable_model_that_answers_like_the_evaluated_one(first_ru
     assert not list(export.rglob("*.bin"))
     card = (export / "README.md").read_text()
     assert "base_model:" in card and "exact_match" in card
+    # every format, each loaded back by a reader we did not write and compared
+    summary = json.loads((export / "_stage.json").read_text())["summary"]
+    for quant in ("f16", "q8_0"):
+        assert (export / "gguf" / f"quickstart-{quant}.gguf").is_file()
+        assert summary["gguf"][quant]["verified"]
+    assert (export / "onnx" / "model.onnx").is_file() and summary["onnx"]["verified"]
+    assert "FROM ./gguf/quickstart-q8_0.gguf" in (export / "Modelfile").read_text()
+    sums = dict(
+        reversed(line.split("  ", 1)) for line in (export / "SHA256SUMS").read_text().splitlines()
+    )
+    assert sums["merged/model.safetensors"] == file_sha256(export / "merged/model.safetensors")
+    assert set(sums) >= {"lineage.json", "Modelfile", "onnx/model.onnx", "README.md"}
     tokenizer = AutoTokenizer.from_pretrained(export / "merged")
     model = AutoModelForCausalLM.from_pretrained(export / "merged")
     predictions = [
@@ -189,7 +201,7 @@ def test_a_bad_tune_fails_its_gates_and_is_not_exported(
     from tuneforge.cli.main import main
 
     monkeypatch.chdir(shuffled_project)
-    short = [*REDUCED, "--set", "train.epochs=3"]
+    short = [*REDUCED, "--set", "train.epochs=3", "--set", "export.formats=[hf,adapter]"]
     assert main(["run", "shuffled.yaml", *short]) == 3
     stderr = capsys.readouterr().err
     assert "eval gate(s) failed" in stderr and "accuracy >= 0.60" in stderr

@@ -10,7 +10,11 @@ logits compared with the merged model's; a mismatch fails the stage.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,7 @@ def _convert(
             target = out_dir / "gguf" / f"{config.name}-{quant}.gguf"
             say(f"writing {target.name}")
             found = write_gguf(merged, target, quant)
+            found["file"] = str(target.relative_to(out_dir))
             if verify:
                 found["verified"] = verify_gguf(target, merged)
             summary["gguf"][quant] = found
@@ -80,7 +85,8 @@ def _convert(
         from tuneforge.export.onnx import verify_onnx, write_onnx
 
         say("exporting to ONNX")
-        found = write_onnx(merged, out_dir / "onnx")
+        with _quiet_exporter():
+            found = write_onnx(merged, out_dir / "onnx")
         if verify:
             found["verified"] = verify_onnx(out_dir / "onnx", merged)
         summary["onnx"] = found
@@ -92,6 +98,20 @@ def _convert(
         summary["ollama"] = str(write_modelfile(merged, out_dir, gguf).relative_to(out_dir))
     if "hf" not in formats:
         shutil.rmtree(merged)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """PyTorch's ONNX exporter warns about optional operators it skips; none concern us."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def write_checksums(out_dir: Path) -> Path:
