@@ -72,6 +72,17 @@ def preflight(config: Config) -> None:
     if config.model.name_or_path != "tiny" and is_local(config.model.name_or_path):
         check_local_model_dir(config.model.name_or_path)
     check_backends(config.track)
+    if "onnx" in config.export.formats:
+        import importlib.util
+
+        missing = [
+            m for m in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(m)
+        ]
+        if missing:
+            raise ConfigError(
+                f"export.formats has onnx, which needs {', '.join(missing)}: "
+                "pip install 'tuneforge[export]' (or drop onnx from export.formats)"
+            )
 
 
 def show_config(config: Config) -> None:
