@@ -127,11 +127,14 @@ def test_every_route_but_health_needs_a_key(
 
 
 def _app_routes(ctx):
+    """Every route of the app; each one must go through the key check."""
     from fastapi.routing import APIRoute
 
     from tuneforge.serve.app import create_app
 
-    return [r for r in create_app(ctx).routes if isinstance(r, APIRoute)]
+    routes = create_app(ctx).routes
+    assert all(isinstance(r, APIRoute) for r in routes), [r.path for r in routes]
+    return routes
 
 
 def test_vllm_backend_forwards_and_keeps_the_front(

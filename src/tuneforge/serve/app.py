@@ -68,7 +68,15 @@ def create_app(ctx: ServeContext) -> FastAPI:
                     headers={"Retry-After": retry},
                 )
 
-    app = FastAPI(title="tuneforge", dependencies=[Depends(guard)], docs_url=None, redoc_url=None)
+    # no /docs, /redoc or /openapi.json: every route there is would need the key check too;
+    # the spec is app.openapi() (tests run schemathesis on it)
+    app = FastAPI(
+        title="tuneforge",
+        dependencies=[Depends(guard)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.ctx = ctx
     _errors(app)
     _routes(app, ctx)
