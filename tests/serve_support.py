@@ -17,6 +17,29 @@ from tuneforge.serve.handlers import ServeContext
 from tuneforge.serve.runner import Target, build_context
 
 
+def make_registry(root: Path, model_dir: Path, names: tuple[str, ...] = ("alpha", "beta")) -> Path:
+    """LoRA adapters with random B matrices large enough to change replies, one per name."""
+    import torch
+
+    from tuneforge.config.schema import Config
+    from tuneforge.train.adapters import save_adapter
+    from tuneforge.train.methods import prepare_model
+
+    for seed, name in enumerate(names):
+        method = {"kind": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "adapter_name": name}
+        config = Config(
+            name="t", model={"name_or_path": str(model_dir)}, data={"path": "-"}, method=method
+        )
+        model = prepare_model(str(model_dir), config, torch.float32, torch.device("cpu"))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param_name, param in model.named_parameters():
+                if "lora_B" in param_name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+        save_adapter(model, root / name, name)
+    return root
+
+
 @contextlib.contextmanager
 def running_server(
     model_dir: Path, settings: ServeConfig | None = None, name: str = "tiny", engine: Any = None

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from serve_support import running_server
+from serve_support import make_registry, running_server
 from tuneforge.config.serve_schema import ServeConfig
 
 KEYS = {"TUNEFORGE_API_KEYS": "alice:sk-alice-123,bob:sk-bob-456"}
@@ -183,3 +183,39 @@ def test_a_redis_cache_is_shared_by_servers_but_never_across_tenants(
         shared = ask(second, "sk-a")
         assert shared.headers["x-cache"] == "hit"
         assert ask(second, "sk-b").headers["x-cache"] == "miss"  # bob never sees alice's
+
+
+def test_adapters_by_name_hot_loaded_and_refused_when_unsafe(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    root = make_registry(tmp_path / "adapters", tiny_model_dir)
+    (root / "aliases.json").write_text('{"support": "alpha"}')
+    (root / "evil").symlink_to(tmp_path)  # a folder that escapes the registry
+    settings = ServeConfig(adapters_dir=str(root), max_loaded_adapters=1)
+    with running_server(tiny_model_dir, settings) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        ids = [m.id for m in client.models.list()]
+        assert {"tiny", "tiny:alpha", "tiny:beta", "tiny:support"} <= set(ids)
+
+        def reply(model: str) -> str:
+            answer = client.chat.completions.create(
+                model=model, messages=HELLO, max_tokens=8, temperature=0
+            )
+            return answer.choices[0].message.content
+
+        base, alpha, beta = reply("tiny"), reply("tiny:alpha"), reply("beta")
+        assert len({base, alpha, beta}) == 3  # each adapter changes the reply
+        assert reply("tiny:support") == alpha  # an alias names the same adapter
+        admin = httpx.get(f"{url}/admin/adapters").json()["adapters"]
+        assert sum(a["loaded"] for a in admin) == 1  # max_loaded_adapters 1: LRU evicted one
+        assert httpx.delete(f"{url}/admin/adapters/beta").json() == {
+            "name": "beta",
+            "unloaded": True,
+        }
+        loaded = httpx.post(f"{url}/admin/adapters/alpha").json()
+        assert loaded["loaded"] and len(loaded["version"]) == 64
+        for unsafe in ("tiny:../alpha", "tiny:a/b", "tiny:%2e%2e"):
+            with pytest.raises(openai.BadRequestError):
+                client.chat.completions.create(model=unsafe, messages=HELLO)
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="tiny:evil", messages=HELLO)

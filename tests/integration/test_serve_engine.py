@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from tuneforge.config.schema import Config
+from serve_support import make_registry
 from tuneforge.data.render import render_prompt_batch
 from tuneforge.eval.generate import Sampling, generate_ids, pad_id, stop_ids
 from tuneforge.models.load import load_model, load_tokenizer
@@ -25,8 +25,7 @@ from tuneforge.serve.types import (
     QueueFull,
     UnknownAdapter,
 )
-from tuneforge.train.adapters import load_adapter, save_adapter
-from tuneforge.train.methods import prepare_model
+from tuneforge.train.adapters import load_adapter
 
 NEW = 24
 LONG = 400  # tokens: runs for a second or more, so that bounds and cancellation show
@@ -64,20 +63,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def registry_root(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """alpha and beta: LoRA adapters with random B matrices large enough to change replies."""
-    root = tmp_path_factory.mktemp("registry")
-    for seed, name in enumerate(("alpha", "beta")):
-        method = {"kind": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "adapter_name": name}
-        config = Config(
-            name="t", model={"name_or_path": str(tiny_model_dir)}, data={"path": "-"}, method=method
-        )
-        model = prepare_model(str(tiny_model_dir), config, torch.float32, torch.device("cpu"))
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for param_name, param in model.named_parameters():
-                if "lora_B" in param_name:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-        save_adapter(model, root / name, name)
-    return root
+    return make_registry(tmp_path_factory.mktemp("registry"), tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
