@@ -58,8 +58,10 @@ def write_merged(config: Config, model_path: str, train_dir: Path, out: Path) ->
     if name:
         tokenizer.chat_template = fallback_template(name)
     model, diff = merged_model(config, model_path, train_dir, tokenizer)
-    stops = stop_token_ids(tokenizer, model.generation_config)
-    model.generation_config = generation_config(model.generation_config, stops, tokenizer)
+    configured = getattr(model, "generation_config", None)  # a reward model generates nothing
+    stops = stop_token_ids(tokenizer, configured)
+    if configured is not None:
+        model.generation_config = generation_config(configured, stops, tokenizer)
     dtype = export_dtype(config.export.dtype, model.config)
     model.to(dtype).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
