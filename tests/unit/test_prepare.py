@@ -192,3 +192,58 @@ def test_pii_types_and_presidio_come_from_the_config(tmp_path: Path) -> None:
     except ImportError:
         with pytest.raises(DataError, match=r"data\.pii\.presidio: presidio-analyzer is not"):
             build_steps(DataConfig(path="x", pii={"presidio": True}))
+
+
+def _chat_line(user: str, reply: str = "Routed to the billing team.") -> bytes:
+    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+    return json.dumps({"messages": messages}).encode()
+
+
+LEAKED = "the quick brown fox jumps over the lazy dog while seven wizards quietly judge every box"
+LONG_TICKET = " ".join(f"{w}{i % 7}" for i, w in enumerate(LEAKED.split() * 2))
+DROPPED_RECORDS = {  # appended after 40 example records and a bad line: (line, (step, reason))
+    "exact copy": (EXAMPLE.read_bytes().splitlines()[0], ("exact_dedup", "exact_duplicate")),
+    "original": (_chat_line(LONG_TICKET), None),
+    "near copy": (_chat_line(LONG_TICKET + "?!"), ("near_dedup", "near_duplicate")),
+    "pii": (_chat_line("Please reach me at ann.lee@example.org today."), ("pii", "pii:email")),
+    "symbols": (_chat_line("Help?", "$$$ %%% ^^^ &&& *** ### @@@ !!!"), ("quality", "symbols")),
+    "leaked": (_chat_line(f"Is it true that {LEAKED}?"), ("decontaminate", "contaminated")),
+    "too long": (
+        _chat_line(" ".join(f"{w}{i}" for i, w in enumerate(LEAKED.split() * 25))),
+        ("render", "no_trained_tokens_within_max_length"),
+    ),
+}
+
+
+def test_dropped_jsonl_lists_every_dropped_sample_with_step_and_reason(
+    chat_tokenizer, tmp_path: Path
+) -> None:
+    lines = [*EXAMPLE.read_bytes().splitlines()[:40], BAD_LINES[0]]
+    lines += [line for line, _ in DROPPED_RECORDS.values()]
+    path = tmp_path / "tickets.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "bench.txt").write_text(LEAKED + "\n")
+    config = DataConfig(
+        path=str(path),
+        max_length=256,
+        val_fraction=0,
+        test_fraction=0,
+        pii={"mode": "drop"},
+        decontaminate={"benchmarks": ["bench.txt"]},
+    )
+    out = tmp_path / "out"
+    books = prepare_data(config, chat_tokenizer, seed=3, out_dir=out)
+    dropped = [json.loads(line) for line in (out / "dropped.jsonl").read_text().splitlines()]
+    assert books["read"] == books["kept"] + sum(books["dropped"].values()) + books["quarantined"]
+    assert len(dropped) == sum(books["dropped"].values())
+    listed = Counter((d["step"], d["reason"]) for d in dropped)
+    counted = Counter({(s["name"], r): n for s in books["steps"] for r, n in s["dropped"].items()})
+    assert listed == counted
+    by_source = {d["source"]: d for d in dropped}
+    for line, (name, (_, expected)) in enumerate(DROPPED_RECORDS.items(), start=42):
+        found = by_source.get(f"tickets.jsonl:{line}")
+        assert (found and (found["step"], found["reason"])) == expected, name
+    assert by_source["tickets.jsonl:45"]["excerpt"].startswith("user: Please reach me at ann")
+    assert all(len(d["excerpt"]) <= 300 and d["id"] for d in dropped)
+    assert books["outputs"]["dropped.jsonl"] == file_sha256(out / "dropped.jsonl")
+    assert "dropped samples listed in dropped.jsonl" in (out / "report.md").read_text()

@@ -130,13 +130,17 @@ def test_data_stage_with_the_spark_engine_writes_what_the_local_one_does(
     from tuneforge.data.prepare import prepare_data
 
     data_file = Path(__file__).resolve().parents[2] / "examples" / "data" / "support_tickets.jsonl"
-    outputs = {}
+    outputs, listed = {}, {}
     for engine in ("local", "spark"):
         out = tmp_path / engine
         out.mkdir()
         config = DataConfig(path=str(data_file), max_samples=120, engine=engine)
         books = prepare_data(config, chat_tokenizer, seed=1, out_dir=out)
+        listed[engine] = books["outputs"].pop("dropped.jsonl", None)
         files = ("samples/train.jsonl", "samples/test.jsonl", "quarantine.jsonl")
         outputs[engine] = (books, [(out / f).read_text() for f in files])
     assert outputs["spark"] == outputs["local"]
     assert outputs["local"][0]["read"] == 120
+    # Spark counts the dropped samples on its workers; only the local engine lists them.
+    assert listed["local"] is not None and listed["spark"] is None
+    assert "not listed" in (tmp_path / "spark" / "report.md").read_text()

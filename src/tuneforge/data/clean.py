@@ -278,4 +278,4 @@ class QualityFilter:
                 stats.kept += 1
                 yield sample
             else:
-                stats.dropped[reason] += 1
+                stats.drop(sample, reason)

@@ -315,7 +315,7 @@ class DecontaminateStep:
             if match is not None:
                 self.counts_by_source[match.sources[0]] += 1
             if match is not None and self.mode == "drop":
-                stats.dropped["contaminated"] += 1
+                stats.drop(sample, "contaminated")
                 continue
             stats.kept += 1
             if match is None:

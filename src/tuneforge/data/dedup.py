@@ -143,7 +143,7 @@ class ExactDedup:
                 stats.kept += 1
                 yield sample
                 continue
-            stats.dropped[EXACT_DUPLICATE] += 1
+            stats.drop(sample, EXACT_DUPLICATE)
             cluster = self.clusters.setdefault(digest, DuplicateCluster(representative))
             cluster.add(sample, text, 1.0, self.max_examples)
 
@@ -198,7 +198,7 @@ class NearDedup:
             sigs, counts = self.hasher.signatures_and_counts(texts)
             decisions = decider.decide([s.id for s in batch], sigs, counts)
             for sample, text, decision in zip(batch, texts, decisions, strict=True):
-                self.tally(decision, sample.id, text, stats)
+                self.tally(decision, sample.id, text, stats, sample)
                 if decision.rep < 0:
                     yield sample
 
@@ -208,9 +208,22 @@ class NearDedup:
         return NearDecider(LshIndex(self.bands, self.rows, self.num_perm, needed), self.num_perm)
 
     def tally(
-        self, decision: NearDecision, sample_id: str, text: str, stats: StepStats
+        self,
+        decision: NearDecision,
+        sample_id: str,
+        text: str,
+        stats: StepStats,
+        sample: Sample | None = None,
     ) -> DuplicateExample | None:
         """Count one decided sample and file a duplicate under its representative's cluster.
+
+        Args:
+            decision: What near dedup decided for the sample.
+            sample_id: The sample's id.
+            text: The sample's text, for a duplicate's excerpt ("" to fill it in later).
+            stats: The step's books.
+            sample: The sample itself, handed to ``stats.on_drop`` when it is dropped; None
+                where only its id is at hand (Spark).
 
         Returns:
             The example made for a duplicate (its excerpt comes from ``text``), or None when the
@@ -220,7 +233,7 @@ class NearDedup:
         if decision.rep < 0:
             stats.kept += 1
             return None
-        stats.dropped[NEAR_DUPLICATE] += 1
+        stats.drop(sample, NEAR_DUPLICATE)
         cluster = self.clusters.setdefault(decision.rep, DuplicateCluster(decision.rep_id))
         return cluster.add_id(sample_id, text, decision.similarity, self.max_examples)
 

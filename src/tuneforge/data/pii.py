@@ -267,7 +267,7 @@ class PiiStep:
                 stats.kept += 1
                 yield sample
             elif self.mode == "drop":
-                stats.dropped[f"pii:{_most_sensitive(found)}"] += 1
+                stats.drop(sample, f"pii:{_most_sensitive(found)}")
             elif self.mode == "flag":
                 stats.kept += 1
                 yield dataclasses.replace(sample, meta={**sample.meta, "pii": dict(found)})

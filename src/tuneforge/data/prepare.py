@@ -3,7 +3,9 @@
 Every record read is accounted for: ``read + expanded = kept + dropped +
 quarantined``, with the reasons, per step, in the stage summary, the manifest
 and the report (``expanded`` counts the samples a ranked record gives beyond
-its first; it is 0 for every other format).
+its first; it is 0 for every other format). Quarantined records are listed in
+``quarantine.jsonl``, dropped samples (with the step and reason) in
+``dropped.jsonl``; the Spark engine counts dropped samples without listing them.
 
 What is rendered follows the objective (:data:`~tuneforge.data.configure.OBJECTIVE_OUTPUTS`):
 sft and pretrain write token rows; reward, dpo, orpo and simpo also write
@@ -28,9 +30,10 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pyarrow.parquet as pq
 from transformers import PreTrainedTokenizerBase
@@ -49,11 +52,13 @@ from tuneforge.data.report import ConversationStats, write_report
 from tuneforge.data.sample import Message, Sample
 from tuneforge.data.shards import Prepared, PromptRow, SplitWriter, output_hashes
 from tuneforge.data.split import SPLITS, assign_splits, group_rank
-from tuneforge.data.steps import StepStats, chain_steps, check_balanced
+from tuneforge.data.steps import OnDrop, StepStats, chain_steps, check_balanced
+from tuneforge.data.writers import dropped_record
 from tuneforge.errors import DataError
 
 RENDER_BATCH = 512  # samples rendered (and written) together
 NO_TRAINED_TOKENS = "no_trained_tokens_within_max_length"
+DROPPED_FILE = "dropped.jsonl"
 
 
 def prepare_data(
@@ -63,10 +68,13 @@ def prepare_data(
     out_dir: Path,
     objective: str = "sft",
 ) -> dict[str, Any]:
-    """Write ``samples/``, ``tokens/``, ``packed/`` per split, ``quarantine.jsonl`` and reports.
+    """Write ``samples/``, ``tokens/``, ``packed/`` per split, ``quarantine.jsonl``,
+    ``dropped.jsonl`` and reports.
 
     The preference and RL objectives also get ``pairs/``, ``unpaired/`` or
     ``prompts/`` per split (:data:`~tuneforge.data.configure.OBJECTIVE_OUTPUTS`).
+    ``dropped.jsonl`` lists every sample a step dropped, with the step and the
+    reason (local engine only: the Spark engine counts them without listing them).
 
     Returns:
         The books: read, expanded, kept, dropped by reason, quarantined, per-step
@@ -80,26 +88,22 @@ def prepare_data(
     work = out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
     steps = build_steps(data, tokenizer, objective)
-    with open(out_dir / "quarantine.jsonl", "w", encoding="utf-8") as quarantine:
-        source = DatasetStream(
-            data.path,
-            data.format,
-            data.system_prompt,
-            data.max_samples,
-            mapping=data.mapping or None,
-            strict=data.strict,
-            on_quarantine=lambda q: quarantine.write(json.dumps(q.to_json()) + "\n"),
-        )
-        survivors, stats = _clean(source, steps, data)
+    with (
+        open(out_dir / "quarantine.jsonl", "w", encoding="utf-8") as quarantine,
+        _drop_log(out_dir / DROPPED_FILE, data.engine) as on_drop,
+    ):
+        source = _source(data, quarantine)
+        survivors, stats = _clean(source, steps, data, on_drop)
         ranks = _spill(survivors, work / "kept.jsonl", seed)
-    check_balanced(stats)
-    if not ranks:
-        raise DataError(f"data.path {data.path!r}: no usable samples ({_why(source, stats)})")
-    assigned = assign_splits(ranks, data.val_fraction, data.test_fraction)
-    del ranks
-    writers, render_stats = _write_splits(
-        data, tokenizer, work / "kept.jsonl", assigned, stats, OBJECTIVE_OUTPUTS.get(objective)
-    )
+        check_balanced(stats)
+        if not ranks:
+            raise DataError(f"data.path {data.path!r}: no usable samples ({_why(source, stats)})")
+        assigned = assign_splits(ranks, data.val_fraction, data.test_fraction)
+        del ranks
+        output = OBJECTIVE_OUTPUTS.get(objective)
+        writers, render_stats = _write_splits(
+            data, tokenizer, work / "kept.jsonl", assigned, stats, output, on_drop
+        )
     shutil.rmtree(work)
     packing = {name: figures for name, w in writers.items() if (figures := w.close())}
     if not writers["train"].samples:
@@ -109,32 +113,54 @@ def prepare_data(
     stats.append(render_stats)
     check_balanced(stats)
     books = _books(source, stats, writers, packing)
-    report = {
-        "books": books,
-        "steps": books["steps"],
-        "lengths": {n: w.lengths for n, w in writers.items()},
-        "trained_tokens": books["trained_tokens"],
-        "conversations": _merged_conversations(writers.values()),
-        "packing": packing,
-        "pii": next((dict(s.counts_by_type) for s in steps if s.name == "pii"), {}),
-        "clusters": cluster_report(steps),
-        "quarantine": {"reasons": dict(source.reasons)},
-    }
+    report = _report(books, source, steps, writers, on_drop is not None)
     write_report(out_dir, report)
     books["outputs"] = output_hashes(out_dir)
     books["pii"] = report["pii"]  # findings by type, for the model card
     return books
 
 
+def _source(data: DataConfig, quarantine: TextIO) -> DatasetStream:
+    """The records of ``data.path``; the ones that cannot be used go to ``quarantine``."""
+    return DatasetStream(
+        data.path,
+        data.format,
+        data.system_prompt,
+        data.max_samples,
+        mapping=data.mapping or None,
+        strict=data.strict,
+        on_quarantine=lambda q: quarantine.write(json.dumps(q.to_json()) + "\n"),
+    )
+
+
+@contextmanager
+def _drop_log(path: Path, engine: str) -> Iterator[OnDrop | None]:
+    """A callback writing each dropped sample to ``path`` as a JSON line, open for the block.
+
+    None for the Spark engine, whose workers count dropped samples without listing them;
+    ``path`` is then removed so that no earlier list is mistaken for this run's.
+    """
+    if engine == "spark":
+        path.unlink(missing_ok=True)
+        yield None
+        return
+    with open(path, "w", encoding="utf-8") as handle:
+
+        def on_drop(step: str, sample: Sample, reason: str) -> None:
+            handle.write(json.dumps(dropped_record(step, sample, reason)) + "\n")
+
+        yield on_drop
+
+
 def _clean(
-    source: DatasetStream, steps: list, data: DataConfig
+    source: DatasetStream, steps: list, data: DataConfig, on_drop: OnDrop | None = None
 ) -> tuple[Iterable[Sample], list[StepStats]]:
     """The samples that pass the steps, streamed (local) or collected (Spark)."""
     if data.engine == "spark":
         from tuneforge.data.spark import run_steps_spark
 
         return run_steps_spark(list(source), steps, data.spark_master, data.spark_partitions)
-    return chain_steps(source, steps)
+    return chain_steps(source, steps, on_drop)
 
 
 def _spill(samples: Iterable[Sample], path: Path, seed: int) -> list[bytes]:
@@ -162,16 +188,17 @@ def _write_splits(
     assigned: list[str],
     stats: list[StepStats],
     output: str | None = None,
+    on_drop: OnDrop | None = None,
 ) -> tuple[dict[str, SplitWriter], StepStats]:
     """Held-out splits first (they feed decontamination), then the training split."""
     pack_length = (data.pack_length or data.max_length) if data.packing else None
     out_dir = spill.parent.parent
     writers = {name: SplitWriter(out_dir, name, pack_length, output) for name in SPLITS}
-    render_stats = StepStats("render")
+    render_stats = StepStats("render", on_drop=on_drop)
     decontaminate = build_decontaminate(data, _read_back(spill, assigned, ("val", "test")))
     train: Iterable[Sample] = _read_back(spill, assigned, ("train",))
     if decontaminate is not None:
-        record = StepStats(decontaminate.name)
+        record = StepStats(decontaminate.name, on_drop=on_drop)
         stats.append(record)
         train = decontaminate(train, record)
     with progress() as bar:
@@ -216,7 +243,7 @@ def _render(
         stats.seen += 1
         item = _prepare(sample, renders, output, data.max_length)
         if isinstance(item, str):
-            stats.dropped[item] += 1
+            stats.drop(sample, item)
             continue
         stats.kept += 1
         kept.append(sample)
@@ -359,6 +386,28 @@ def _books(
     if books["read"] + books["expanded"] != accounted:
         raise AssertionError(f"data books do not balance: {books}")
     return books
+
+
+def _report(
+    books: dict[str, Any],
+    source: DatasetStream,
+    steps: list,
+    writers: dict[str, SplitWriter],
+    listed: bool,
+) -> dict[str, Any]:
+    """What the data report shows; ``listed`` says whether dropped samples were listed."""
+    return {
+        "books": books,
+        "steps": books["steps"],
+        "lengths": {n: w.lengths for n, w in writers.items()},
+        "trained_tokens": books["trained_tokens"],
+        "conversations": _merged_conversations(writers.values()),
+        "packing": books["packing"],
+        "pii": next((dict(s.counts_by_type) for s in steps if s.name == "pii"), {}),
+        "clusters": cluster_report(steps),
+        "quarantine": {"reasons": dict(source.reasons)},
+        "dropped_file": DROPPED_FILE if listed else None,
+    }
 
 
 def _merged_conversations(writers: Iterable[SplitWriter]) -> dict[str, Any]:

@@ -70,7 +70,8 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, str]:
             (StepStats JSON), ``lengths`` (per split), ``trained_tokens`` (per
             split), ``conversations``, ``pii`` (counts by type), ``clusters``
             (largest duplicate clusters), ``quarantine`` (counts by reason and
-            examples).
+            examples), ``dropped_file`` (the file listing the dropped samples,
+            or None where they were only counted).
     """
     png = plot_lengths(report.get("lengths", {}), out_dir / "token_lengths.png")
     sections = _sections(report)
@@ -94,7 +95,7 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
         ("Books", _books_table(books)),
         ("Per source file", _files_table(books.get("files", {}))),
         (
-            "Steps",
+            _steps_title(report),
             (
                 ["step", "seen", "kept", "changed", "dropped (by reason)"],
                 [
@@ -168,6 +169,15 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
             )
         )
     return out
+
+
+def _steps_title(report: dict[str, Any]) -> str:
+    """The steps section's title, naming where the dropped samples are listed."""
+    if "dropped_file" not in report:
+        return "Steps"
+    if report["dropped_file"] is None:
+        return "Steps (dropped samples counted, not listed: the Spark engine)"
+    return f"Steps (dropped samples listed in {report['dropped_file']})"
 
 
 def _books_table(books: dict[str, Any]) -> Table:

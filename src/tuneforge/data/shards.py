@@ -288,7 +288,8 @@ class Packer:
 def output_hashes(out_dir: Path) -> dict[str, str]:
     """sha256 of every prepared file (samples, tokens, packed, pairs, ...) by relative name."""
     folders = ["tokens", "packed", *OUTPUT_SCHEMAS]
-    wanted = ["quarantine.jsonl", "samples/*.jsonl", *(f"{f}/*.parquet" for f in folders)]
+    listed = ["quarantine.jsonl", "dropped.jsonl", "samples/*.jsonl"]
+    wanted = [*listed, *(f"{f}/*.parquet" for f in folders)]
     files = sorted({p for pattern in wanted for p in out_dir.glob(pattern) if p.is_file()})
     return {str(p.relative_to(out_dir)): file_sha256(p) for p in files}
 

@@ -1,4 +1,4 @@
-"""Write Samples as OpenAI fine-tuning JSONL, and quarantined records beside them.
+"""Write Samples as OpenAI fine-tuning JSONL, and quarantined and dropped records beside them.
 
 One JSON object per line, by kind:
 
@@ -25,6 +25,8 @@ from typing import IO, Any
 
 from tuneforge.data.readers import Quarantined
 from tuneforge.data.sample import Message, Sample
+
+DROPPED_EXCERPT_CHARS = 300
 
 
 def openai_record(sample: Sample) -> dict[str, Any]:
@@ -64,6 +66,28 @@ def write_openai_jsonl(samples: Iterable[Sample], path: str | Path) -> int:
 def write_quarantine(records: Iterable[Quarantined], path: str | Path) -> int:
     """Write quarantined records (source, reason, raw) as JSONL; return the count."""
     return write_jsonl((record.to_json() for record in records), path)
+
+
+def dropped_record(step: str, sample: Sample, reason: str) -> dict[str, str]:
+    """The ``dropped.jsonl`` line of a sample a step dropped.
+
+    Args:
+        step: The name of the step that dropped it.
+        sample: The sample as the step saw it.
+        reason: Why the step dropped it.
+
+    Returns:
+        ``id``, ``source`` (``file:line``), ``step``, ``reason`` and ``excerpt``: the
+        first characters of the sample's content (a conversation's turns as
+        ``role: content`` lines).
+    """
+    return {
+        "id": sample.id,
+        "source": sample.source,
+        "step": step,
+        "reason": reason,
+        "excerpt": sample.content_key()[:DROPPED_EXCERPT_CHARS],
+    }
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
