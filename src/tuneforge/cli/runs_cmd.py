@@ -17,12 +17,10 @@ from tuneforge.console import err, out
 from tuneforge.errors import ConfigError
 from tuneforge.runs.catalog import (
     RunInfo,
-    describe_method,
     find_runs,
-    gate_state,
-    key_metrics,
     resolve_run,
     run_names,
+    run_row,
     stage_states,
 )
 
@@ -68,19 +66,6 @@ def list_(
         when, gates = _when(row["created"]), _gate_colour(row["gates"])
         table.add_row(row["run"], when, row["method"], stages, metrics, gates)
     out.print(table)
-
-
-def run_row(run: RunInfo) -> dict[str, Any]:
-    """What `runs list` shows of a run (and prints with --json)."""
-    return {
-        "run": run.label,
-        "path": str(run.path),
-        "created": run.manifest.get("created"),
-        "method": describe_method(run.config),
-        "stages": stage_states(run),
-        "metrics": key_metrics(run),
-        "gates": gate_state(run),
-    }
 
 
 @runs_app.command("show")

@@ -17,15 +17,19 @@ from tuneforge.errors import ConfigError
 Loc = tuple[str | int, ...]
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, *, base_dir: Path | None = None
+) -> Config:
     """Load, override and validate a config file.
 
     Args:
         path: YAML file.
         overrides: ``dotted.key=value`` strings; values are parsed as YAML scalars.
+        base_dir: Where relative paths resolve (default: the file's folder); an edited
+            copy of a config resolves them against the original's folder.
 
     Returns:
-        The validated config. Relative data/model paths resolve against the file's folder.
+        The validated config. Relative data/model paths resolve against ``base_dir``.
 
     Raises:
         ConfigError: with one line naming the file, line, key or value at fault.
@@ -55,7 +59,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         loc = apply_override(raw, item)
         overridden[loc] = item
     config = _validate(raw, path, lines, overridden)
-    return _resolve_paths(config, path.parent)
+    return _resolve_paths(config, base_dir or path.parent)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> Loc:

@@ -215,6 +215,19 @@ def eval_values(run: RunInfo) -> dict[str, dict[str, float]]:
     return run.summary("eval").get("values") or {}
 
 
+def run_row(run: RunInfo) -> dict[str, Any]:
+    """What `runs list` and the web UI show of a run (and `runs list --json` prints)."""
+    return {
+        "run": run.label,
+        "path": str(run.path),
+        "created": run.manifest.get("created"),
+        "method": describe_method(run.config),
+        "stages": stage_states(run),
+        "metrics": key_metrics(run),
+        "gates": gate_state(run),
+    }
+
+
 def describe_method(config: dict[str, Any]) -> str:
     """``lora sft``: the method kind and the objective from a saved config."""
     kind = (config.get("method") or {}).get("kind", "?")

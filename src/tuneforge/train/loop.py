@@ -295,6 +295,7 @@ def run_loop(session: Session) -> bool:
             )
             session.log(
                 step=state.step,
+                total_steps=session.total_steps,
                 loss=round(state.losses[-1], 5),
                 lr=lr,
                 epoch=state.epoch,
