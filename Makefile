@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneforge-installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-spark install-redis demo test test-fast lint format clean
+.PHONY: install install-spark install-redis install-chromium ui demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ install-spark: install
 install-redis:
 	scripts/install-redis.sh
 
+# optional: Debian's chromium for the web UI's browser tests (they skip without it)
+install-chromium:
+	scripts/install-chromium.sh
+
+# the web UI on http://127.0.0.1:7860 over ./runs (after `make demo`)
+ui: install
+	$(VENV)/bin/tuneforge ui
+
 demo: install
 	$(VENV)/bin/tuneforge run examples/quickstart.yaml
 
@@ -48,4 +56,4 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs .pytest_cache .ruff_cache test-artifacts

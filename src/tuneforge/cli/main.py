@@ -26,6 +26,7 @@ from tuneforge.cli import (
     serve_cmd,
     stages,
     tune_cmd,
+    ui_cmd,
 )
 from tuneforge.console import err
 from tuneforge.errors import TuneforgeError
@@ -66,6 +67,7 @@ app.add_typer(adapters_cmd.adapters_app, name="adapters")
 app.command("plan")(plan_cmd.plan)
 app.command("tune")(tune_cmd.tune)
 app.command("serve")(serve_cmd.serve)
+app.command("ui")(ui_cmd.ui)
 app.add_typer(reward_cmd.reward_app, name="reward")
 app.add_typer(feedback_cmd.feedback_app, name="feedback")
 app.command("lineage")(lineage_cmd.lineage)
