@@ -5,15 +5,25 @@ an object holding them, or JSON lines under a ``.json`` name), each optionally
 ``.gz``; ``.csv`` / ``.tsv`` (a header row, then one record per row);
 ``.parquet``; ``.txt`` (one text record per non-empty line, the line ending
 removed; blank lines are not records, so paragraphs must be one line each, as
-in LLaMA-Factory's text files); a directory saved by ``datasets``'
+in LLaMA-Factory's text files); documents, ``.html`` / ``.htm``, ``.md`` /
+``.markdown``, ``.pdf`` and ``.docx``, cut into chunks that become ``text``
+records (:mod:`tuneforge.data.documents`); a directory saved by ``datasets``'
 ``save_to_disk``; or a directory of any of these, read in sorted order with
 sub-directories, hidden files skipped and unknown files listed as skipped.
 
+A directory that holds record files (JSON, JSONL, CSV, Parquet, ``datasets``)
+is a dataset: its documents are its notes (a dataset card ``README.md``) and are
+skipped, as any unknown file; a directory of documents and ``.txt`` files only is
+a corpus, and its documents are read. ``dataset_files(documents=...)`` decides it
+instead.
+
 Every record's position is its line number for line formats (JSONL, CSV: the
 line its row starts on, TXT) and its 1-based index for the others (JSON arrays
-and objects, Parquet, ``datasets`` directories). A record that cannot be parsed
-(invalid JSON or UTF-8, a CSV row of the wrong width) is yielded with a
-:class:`BadRecord` in place of its value, so the books still count it.
+and objects, Parquet, ``datasets`` directories), and its chunk number for a
+document. A record that cannot be parsed (invalid JSON or UTF-8, a CSV row of the
+wrong width) is yielded with a :class:`BadRecord` in place of its value, so the
+books still count it; so is a document that cannot be read (corrupt, encrypted,
+without text), as one record at position 1.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from tuneforge.data.chunking import MAX_TOKENS, OVERLAP_TOKENS
 from tuneforge.data.messages import BadRecord
 from tuneforge.errors import DataError
 
@@ -38,7 +49,14 @@ SUFFIXES = {
     ".tsv": "csv",
     ".parquet": "parquet",
     ".txt": "txt",
+    ".html": "document",
+    ".htm": "document",
+    ".md": "document",
+    ".markdown": "document",
+    ".pdf": "document",
+    ".docx": "document",
 }
+RECORD_KINDS = frozenset({"jsonl", "json", "csv", "parquet", "datasets"})  # make a folder a dataset
 _ESCAPED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
 _WS = re.compile(r"\s*")
 _NEXT_VALUE = re.compile(r",\s*(?=[{\[])")
@@ -73,8 +91,15 @@ class DatasetFile:
     kind: str
 
 
-def dataset_files(path: Path) -> tuple[list[DatasetFile], list[str]]:
+def dataset_files(
+    path: Path, *, documents: bool | None = None
+) -> tuple[list[DatasetFile], list[str]]:
     """The readable files under ``path`` in reading order, and the names of those skipped.
+
+    Args:
+        path: A file, or a directory to walk.
+        documents: Whether a directory's documents are read; None: unless it holds
+            record files (see the module). A single document file is always read.
 
     Raises:
         DataError: the path is missing, or a single file of a type we cannot read.
@@ -82,17 +107,21 @@ def dataset_files(path: Path) -> tuple[list[DatasetFile], list[str]]:
     if path.is_dir():
         if _is_saved_dataset(path):
             return [DatasetFile(path.name, path, "datasets")], []
-        files: list[DatasetFile] = []
-        skipped: list[str] = []
-        _walk(path, path, files, skipped)
-        return files, skipped
+        found: list[tuple[str, DatasetFile | None]] = []
+        _walk(path, path, found)
+        if documents is None:
+            documents = not any(entry and entry.kind in RECORD_KINDS for _, entry in found)
+        read = [e for _, e in found if e and (documents or e.kind != "document")]
+        skipped = [name for name, e in found if not e or (not documents and e.kind == "document")]
+        return read, skipped
     if not path.is_file():
         raise DataError(f"data.path {str(path)!r}: file not found")
     kind = file_kind(path)
     if kind is None:
         raise DataError(
             f"data.path {str(path)!r}: unknown file type; use .jsonl, .json, .csv, .tsv, "
-            ".parquet or .txt (optionally .gz), or a directory"
+            ".parquet or .txt (optionally .gz), a document (.html, .md, .pdf, .docx), or a "
+            "directory"
         )
     return [DatasetFile(path.name, path, kind)], []
 
@@ -101,25 +130,26 @@ def file_kind(path: Path) -> str | None:
     """The reader for a file name, or None for a type we do not read."""
     name = path.name.lower().removesuffix(".gz")
     suffix = name[name.rfind(".") :] if "." in name else ""
-    if path.name.lower().endswith(".gz") and suffix == ".parquet":
-        return None  # Parquet compresses internally; a gzipped one is not readable in place
-    return SUFFIXES.get(suffix)
+    kind = SUFFIXES.get(suffix)
+    if path.name.lower().endswith(".gz") and kind in ("parquet", "document"):
+        return None  # Parquet compresses internally; documents are read in place
+    return kind
 
 
-def _walk(root: Path, folder: Path, files: list[DatasetFile], skipped: list[str]) -> None:
+def _walk(root: Path, folder: Path, found: list[tuple[str, DatasetFile | None]]) -> None:
+    """Every file under ``folder``: its name and entry (None for a type we do not read)."""
     for entry in sorted(folder.iterdir()):
         name = entry.relative_to(root).as_posix()
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
             if _is_saved_dataset(entry):
-                files.append(DatasetFile(name, entry, "datasets"))
+                found.append((name, DatasetFile(name, entry, "datasets")))
             else:
-                _walk(root, entry, files, skipped)
-        elif (kind := file_kind(entry)) is not None:
-            files.append(DatasetFile(name, entry, kind))
+                _walk(root, entry, found)
         else:
-            skipped.append(name)
+            kind = file_kind(entry)
+            found.append((name, DatasetFile(name, entry, kind) if kind else None))
 
 
 def _is_saved_dataset(folder: Path) -> bool:
@@ -127,9 +157,18 @@ def _is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_dict.json").is_file() or all((folder / m).is_file() for m in markers)
 
 
-def iter_records(entry: DatasetFile) -> Iterator[RawRecord]:
-    """Stream the records of one dataset file."""
-    if entry.kind == "parquet":
+def iter_records(
+    entry: DatasetFile, *, max_tokens: int = MAX_TOKENS, overlap_tokens: int = OVERLAP_TOKENS
+) -> Iterator[RawRecord]:
+    """Stream the records of one dataset file (a document's: its chunks, of at most
+    ``max_tokens`` approximate tokens overlapping by ``overlap_tokens``)."""
+    if entry.kind == "document":
+        from tuneforge.data.documents import document_records  # it builds on RawRecord
+
+        yield from document_records(
+            entry.path, entry.name, max_tokens=max_tokens, overlap_tokens=overlap_tokens
+        )
+    elif entry.kind == "parquet":
         yield from _parquet(entry)
     elif entry.kind == "datasets":
         yield from _saved_dataset(entry)
