@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from tuneforge.cli import data_convert, data_inspect
+from tuneforge.cli import data_convert, data_inspect, data_labelstudio, data_oasst
 from tuneforge.cli.common import ConfigArg, ForceOpt, NewRunOpt, SetOpt, open_pipeline
 from tuneforge.console import out
 
 data_app = typer.Typer(
-    help="Datasets: prepare (clean, dedup, scrub, split, render), convert, inspect.",
+    help="Datasets: prepare (clean, dedup, scrub, split, render), convert, inspect, label.",
     no_args_is_help=True,
 )
 
@@ -31,3 +31,5 @@ def data_prepare(
 
 data_app.command("convert")(data_convert.convert)
 data_app.command("inspect")(data_inspect.inspect)
+data_app.command("convert-oasst")(data_oasst.convert_oasst)
+data_app.add_typer(data_labelstudio.labelstudio_app, name="labelstudio")

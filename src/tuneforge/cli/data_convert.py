@@ -31,6 +31,9 @@ class InputFormat(StrEnum):
     ranked = "ranked"
     unpaired = "unpaired"
     text = "text"
+    oasst = "oasst"
+    dolly = "dolly"
+    labelstudio = "labelstudio"
 
 
 def convert(
@@ -77,7 +80,7 @@ def convert(
         say(f"skipped {escape(name)}: not a dataset file type")
     out.print(
         f"read {result.read}: converted {written} ({kinds or 'none'}"
-        + (f", {result.expanded} from expanding ranked records" if result.expanded else "")
+        + (f", {result.expanded} from expanding records" if result.expanded else "")
         + "), "
         f"quarantined {len(result.quarantined)} -> {escape(str(output))}",
         soft_wrap=True,

@@ -117,7 +117,18 @@ class DataConfig(Section):
         "relative to the config file."
     )
     format: Literal[
-        "auto", "openai", "chat", "alpaca", "sharegpt", "preference", "ranked", "unpaired", "text"
+        "auto",
+        "openai",
+        "chat",
+        "alpaca",
+        "sharegpt",
+        "preference",
+        "ranked",
+        "unpaired",
+        "text",
+        "oasst",
+        "dolly",
+        "labelstudio",
     ] = "auto"
     mapping: dict[str, str] = Field(
         default_factory=dict, description="Our field name -> your column, e.g. {instruction: q}."

@@ -29,6 +29,9 @@ The format is detected per record unless one is named:
   ``<record id>#1``, ``#2``, ...; :func:`to_samples` returns them all.
 - ``unpaired``: a chat record (any of the forms above) plus a boolean ``label``.
 - ``text``: a ``text`` field.
+- ``oasst`` (OpenAssistant trees), ``dolly`` (databricks-dolly-15k) and
+  ``labelstudio`` (tasks of a Label Studio export): see
+  :mod:`tuneforge.data.formats_wild` and :mod:`tuneforge.data.labelstudio`.
 
 Tool definitions are normalised to OpenAI's ``{"type": "function", "function":
 {...}}``. Text is kept verbatim, placeholders such as ``{{name}}`` included.
@@ -48,6 +51,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from tuneforge.data.formats_wild import detect_wild, dolly_sample, oasst_samples
+from tuneforge.data.labelstudio import task_sample
 from tuneforge.data.messages import (
     BadRecord,
     openai_messages,
@@ -69,6 +74,9 @@ FORMATS = (
     "ranked",
     "unpaired",
     "text",
+    "oasst",
+    "dolly",
+    "labelstudio",
 )
 FIELDS = (
     "id",
@@ -91,6 +99,10 @@ FIELDS = (
     "ranking",
     "label",
     "text",
+    "context",
+    "response",
+    "category",
+    "annotations",
 )
 # Fields whose value is a list or object; a string there is JSON text to parse.
 STRUCTURED = {
@@ -154,7 +166,7 @@ def to_sample(
     samples = to_samples(record, source, fmt, system_prompt, mapping)
     if len(samples) != 1:
         raise DataError(
-            f"{source}: a ranked record gives {len(samples)} samples; read it with to_samples"
+            f"{source}: the record gives {len(samples)} samples; read it with to_samples"
         )
     return samples[0]
 
@@ -169,7 +181,9 @@ def to_samples(
     """Convert one parsed record to its Samples (one, or several for a ranked record).
 
     Arguments are those of :func:`to_sample`. Every sample keeps ``source``; a ranked
-    record's samples get the ids ``<record id>#1``, ``#2``, ... in pair order.
+    record's samples get the ids ``<record id>#1``, ``#2``, ... in pair order. A
+    record's ``meta`` object (provenance of teacher-written or chunked data) is kept in
+    each sample's ``meta``.
 
     Raises:
         BadRecord: the record cannot become a Sample.
@@ -184,10 +198,15 @@ def to_samples(
     if fmt == "ranked":
         samples = _ranked(record, system_prompt)
         ids = [f"{record_id}#{k}" for k in range(1, len(samples) + 1)]
+    elif fmt in EXPANDING:  # these converters name each sample by a suffix of the record id
+        samples = EXPANDING[fmt](record, system_prompt)
+        ids = [record_id + sample.id for sample in samples]
     else:
         samples, ids = [CONVERTERS[fmt](record, system_prompt)], [record_id]
+    given = record.get("meta") if isinstance(record.get("meta"), dict) else {}
     for sample, sample_id in zip(samples, ids, strict=True):
         sample.source, sample.id = source, sample_id
+        sample.meta = {**given, **sample.meta}  # what the format derives wins
     return samples
 
 
@@ -197,6 +216,8 @@ def detect_format(record: dict[str, Any]) -> str:
         return "preference"
     if "responses" in record:
         return "ranked"
+    if wild := detect_wild(record):
+        return wild
     form = _chat_form(record)
     if form and "label" in record:
         return "unpaired"
@@ -513,4 +534,10 @@ CONVERTERS: dict[str, Callable[[dict[str, Any], str | None], Sample]] = {
     "preference": _preference,
     "unpaired": _unpaired,
     "text": _text,
+    "dolly": dolly_sample,
+    "labelstudio": task_sample,
+}
+# Formats whose record gives several samples; the converter names each by an id suffix.
+EXPANDING: dict[str, Callable[[dict[str, Any], str | None], list[Sample]]] = {
+    "oasst": oasst_samples,
 }

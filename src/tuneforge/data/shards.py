@@ -146,6 +146,8 @@ class SplitWriter:
         ids, labels, owners = [], [], []
         for sample, item in zip(samples, prepared, strict=True):
             record = {"id": sample.id, "source": sample.source, **openai_record(sample)}
+            if sample.meta:  # provenance (document chunk, teacher, category) travels on
+                record["meta"] = sample.meta
             self._samples.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.conversations.add(sample)
             for tokens in item.rows:
