@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from tuneforge.cli import data_convert, data_inspect, data_labelstudio, data_oasst
+from tuneforge.cli import data_convert, data_inspect, data_labelstudio, data_oasst, data_synth
 from tuneforge.cli.common import ConfigArg, ForceOpt, NewRunOpt, SetOpt, open_pipeline
 from tuneforge.console import out
 
 data_app = typer.Typer(
-    help="Datasets: prepare (clean, dedup, scrub, split, render), convert, inspect, label.",
+    help="Datasets: prepare (clean, dedup, scrub, split, render), convert, inspect, label, synth.",
     no_args_is_help=True,
 )
 
@@ -32,4 +32,5 @@ def data_prepare(
 data_app.command("convert")(data_convert.convert)
 data_app.command("inspect")(data_inspect.inspect)
 data_app.command("convert-oasst")(data_oasst.convert_oasst)
+data_app.command("synth")(data_synth.synth)
 data_app.add_typer(data_labelstudio.labelstudio_app, name="labelstudio")

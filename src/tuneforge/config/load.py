@@ -96,7 +96,7 @@ def apply_override(raw: dict[str, Any], item: str) -> Loc:
     return tuple(keys)
 
 
-EXCLUDED_FROM_HASH = {"track", "tune", "serve"}
+EXCLUDED_FROM_HASH = {"track", "tune", "serve", "synth"}
 
 
 def config_hash(obj: BaseModel | dict[str, Any]) -> str:
@@ -267,7 +267,22 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         if not Path(adapter).expanduser().is_absolute():
             config.method.base_adapters[index] = str((base / Path(adapter).expanduser()).resolve())
     _resolve_eval_paths(config, base)
+    _resolve_synth_paths(config, base)
     return config
+
+
+def _resolve_synth_paths(config: Config, base: Path) -> None:
+    """The synth output folder and each task's source and dedup datasets."""
+    synth = config.synth
+
+    def absolute(value: str) -> str:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    synth.out_dir = absolute(synth.out_dir)
+    for task in synth.tasks:
+        task.source = absolute(task.source)
+        task.dedup_against = [absolute(path) for path in task.dedup_against]
 
 
 def _resolve_eval_paths(config: Config, base: Path) -> None:

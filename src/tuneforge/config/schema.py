@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tuneforge.config.eval_schema import EvalConfig
 from tuneforge.config.serve_schema import ServeConfig
+from tuneforge.config.synth_schema import SynthConfig
 from tuneforge.config.track_schema import TrackConfig
 from tuneforge.config.tune_schema import TuneConfig
 
@@ -396,6 +397,7 @@ class Config(Section):
     track: TrackConfig = Field(default_factory=TrackConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
 
     @model_validator(mode="after")
     def _supported_combinations(self) -> Config:
