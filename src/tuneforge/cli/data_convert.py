@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tuneforge.console import out, say
+from tuneforge.data.formats import FORMATS
 from tuneforge.errors import DataError
 
 
@@ -20,20 +21,8 @@ class Target(StrEnum):
     openai = "openai"
 
 
-class InputFormat(StrEnum):
-    """Record formats the readers know; ``auto`` decides per record."""
-
-    auto = "auto"
-    alpaca = "alpaca"
-    sharegpt = "sharegpt"
-    openai = "openai"
-    preference = "preference"
-    ranked = "ranked"
-    unpaired = "unpaired"
-    text = "text"
-    oasst = "oasst"
-    dolly = "dolly"
-    labelstudio = "labelstudio"
+# Record formats the readers know (``auto`` decides per record), from the config schema.
+InputFormat = StrEnum("InputFormat", {name: name for name in FORMATS if name != "chat"})
 
 
 def convert(

@@ -49,8 +49,9 @@ import difflib
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
+from tuneforge.config.schema import DataConfig
 from tuneforge.data.formats_wild import detect_wild, dolly_sample, oasst_samples
 from tuneforge.data.labelstudio import task_sample
 from tuneforge.data.messages import (
@@ -64,20 +65,8 @@ from tuneforge.data.messages import (
 from tuneforge.data.sample import Message, Sample
 from tuneforge.errors import DataError
 
-FORMATS = (
-    "auto",
-    "openai",
-    "chat",
-    "alpaca",
-    "sharegpt",
-    "preference",
-    "ranked",
-    "unpaired",
-    "text",
-    "oasst",
-    "dolly",
-    "labelstudio",
-)
+# The names data.format accepts: one list, kept in the config schema.
+FORMATS = get_args(DataConfig.model_fields["format"].annotation)
 FIELDS = (
     "id",
     "instruction",
