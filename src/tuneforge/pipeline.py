@@ -122,7 +122,7 @@ class Pipeline:
             return {
                 "data": c.data.model_dump(),
                 "prepares": data_family(c.objective),
-                "data_sha256": self._input_hash(c.data.path),
+                "data_sha256": self._data_hash(),
                 "model": self.model_identity(),
                 "seed": c.seed,
             }
@@ -170,7 +170,7 @@ class Pipeline:
             "base_model": "tuneforge tiny model"
             if self.config.model.name_or_path == "tiny"
             else self.config.model.name_or_path,
-            "data": {**data, "sha256": self._input_hash(self.config.data.path)},
+            "data": {**data, "sha256": self._data_hash()},
             "train": self.done["train"].summary if "train" in self.done else {},
             "eval": self.done["eval"].summary if "eval" in self.done else {},
             "run_dir": str(self.run.path),
@@ -199,6 +199,13 @@ class Pipeline:
 
     def _key(self, stage: str) -> str:
         return stage_key(stage, self.material(stage))
+
+    def _data_hash(self) -> str | dict[str, str]:
+        """The dataset's hash (as :meth:`_input_hash`), or each source's by name for a mixture."""
+        data = self.config.data
+        if data.sources is not None:
+            return {source.name: self._input_hash(source.path) for source in data.sources}
+        return self._input_hash(data.path)
 
     def _input_hash(self, path: str | Path | None) -> str:
         """sha256 of an input file, or over each file of an input folder; "missing" otherwise."""
@@ -304,7 +311,7 @@ class Pipeline:
         else:
             base = Link("base model", model["hub_id"], info={"revision": model["revision"]})
         return [
-            Link("raw data", self.config.data.path, self.raw_data_hashes()),
+            Link("raw data", ", ".join(self.config.data.input_paths()), self.raw_data_hashes()),
             Link(
                 "prepared dataset",
                 str(data_dir),
@@ -337,9 +344,10 @@ class Pipeline:
         ]
 
     def raw_data_hashes(self) -> dict[str, str]:
-        """sha256 of every raw input file: the dataset (a file, or each file in a folder)."""
+        """sha256 of every raw input file: the dataset or each source of a mixture (a file, or
+        each file in a folder), and the replay data."""
         found = {}
-        for path in (self.config.data.path, self.config.train.replay.path):
+        for path in (*self.config.data.input_paths(), self.config.train.replay.path):
             if path and Path(path).exists():
                 files = [Path(path)] if Path(path).is_file() else Path(path).rglob("*")
                 found.update({str(p.resolve()): self._input_hash(p) for p in sorted(files)})

@@ -67,8 +67,11 @@ def open_run_dir(path: Path) -> RunDir:
 
 def preflight(config: Config) -> None:
     """Fail before any run directory exists: no dataset, unsafe model, tracker package missing."""
-    if not Path(config.data.path).exists():
-        raise DataError(f"data.path {config.data.path!r}: file not found")
+    data = config.data
+    keys = [f"data.sources[{i}].path" for i in range(len(data.sources or []))] or ["data.path"]
+    for key, path in zip(keys, data.input_paths(), strict=True):
+        if not Path(path).exists():
+            raise DataError(f"{key} {path!r}: file not found")
     if config.model.name_or_path != "tiny" and is_local(config.model.name_or_path):
         check_local_model_dir(config.model.name_or_path)
     check_backends(config.track)

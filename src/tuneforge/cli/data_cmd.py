@@ -27,6 +27,12 @@ def data_prepare(
         f"read {books['read']}: kept {books['kept']}, dropped {dropped}, "
         f"quarantined {books['quarantined']} | splits {books['splits']} -> {result.path}"
     )
+    if "mix" in books:
+        taken = ", ".join(
+            f"{name} {row['taken'] + row['repeated']}"
+            for name, row in books["mix"]["sources"].items()
+        )
+        out.print(f"mix ({books['mix']['strategy']}): {taken}")
 
 
 data_app.command("convert")(data_convert.convert)

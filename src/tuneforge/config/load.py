@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -176,10 +177,21 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
 def _fields_at(loc: Loc) -> dict[str, Any]:
     model: type[BaseModel] | None = Config
     for key in loc:
+        if isinstance(key, int):  # an item of a list of sections (data.sources)
+            continue
         if model is None or key not in model.model_fields:
             return {}
-        model = _submodel(model.model_fields[key].annotation)
+        annotation = model.model_fields[key].annotation
+        model = _submodel(annotation) or _list_item_model(annotation)
     return model.model_fields if model else {}
+
+
+def _list_item_model(annotation: Any) -> type[BaseModel] | None:
+    """The section type of ``list[Section]`` (or ``list[Section] | None``), else None."""
+    for option in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(option) is list:
+            return _submodel(typing.get_args(option)[0])
+    return None
 
 
 def _suggest(key: str, choices: Any) -> str:
@@ -238,9 +250,12 @@ def resolve_run_references(config: Config) -> Config:
 
 def _resolve_paths(config: Config, base: Path) -> Config:
     """Make data, replay, adapter and local model paths absolute (relative to the config)."""
-    data_path = Path(config.data.path).expanduser()
-    if not data_path.is_absolute():
-        config.data.path = str((base / data_path).resolve())
+    data = config.data
+    if data.path is not None and not Path(data.path).expanduser().is_absolute():
+        data.path = str((base / Path(data.path).expanduser()).resolve())
+    for source in data.sources or []:
+        if not Path(source.path).expanduser().is_absolute():
+            source.path = str((base / Path(source.path).expanduser()).resolve())
     name = config.model.name_or_path
     reward_model = config.rl.reward_model
     relative = reward_model and not Path(reward_model).expanduser().is_absolute()

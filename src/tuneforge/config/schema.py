@@ -6,11 +6,13 @@ models and data have none (the user must name them).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneforge.config.eval_schema import EvalConfig
+from tuneforge.config.mix_schema import DataFormat, MixConfig, SourceConfig, check_mixture
 from tuneforge.config.serve_schema import ServeConfig
 from tuneforge.config.synth_schema import SynthConfig
 from tuneforge.config.track_schema import TrackConfig
@@ -111,26 +113,22 @@ class DecontaminateConfig(Section):
 
 
 class DataConfig(Section):
-    """Where the training data is and how to split and render it."""
+    """Where the training data is and how to split and render it.
 
-    path: str = Field(
+    The data is one dataset (``path``) or a mixture of several (``sources``, sampled
+    as ``mix`` says); exactly one of the two is given.
+    """
+
+    path: str | None = Field(
+        None,
         description="Dataset file or folder (JSON, JSONL, CSV, Parquet, TXT, datasets), "
-        "relative to the config file."
+        "relative to the config file; or give sources.",
     )
-    format: Literal[
-        "auto",
-        "openai",
-        "chat",
-        "alpaca",
-        "sharegpt",
-        "preference",
-        "ranked",
-        "unpaired",
-        "text",
-        "oasst",
-        "dolly",
-        "labelstudio",
-    ] = "auto"
+    sources: list[SourceConfig] | None = Field(
+        None, description="Several datasets mixed into one training set, instead of path."
+    )
+    mix: MixConfig = Field(default_factory=MixConfig)
+    format: DataFormat = "auto"
     mapping: dict[str, str] = Field(
         default_factory=dict, description="Our field name -> your column, e.g. {instruction: q}."
     )
@@ -175,6 +173,30 @@ class DataConfig(Section):
         if value + info.data.get("val_fraction", 0.0) >= 0.9:
             raise ValueError("val_fraction + test_fraction must stay below 0.9")
         return value
+
+    @model_validator(mode="after")
+    def _one_dataset_or_a_mixture(self) -> DataConfig:
+        check_mixture(self.path, self.sources, self.mix, self.max_samples)
+        return self
+
+    def input_paths(self) -> list[str]:
+        """The dataset files or folders read: ``path``, or each source's, in order."""
+        if self.sources is not None:
+            return [source.path for source in self.sources]
+        return [self.path] if self.path is not None else []
+
+    def folder(self) -> Path:
+        """Where data-side files (word lists, benchmarks, classifiers) are looked up.
+
+        The folder of ``path``, or of the first source of a mixture.
+        """
+        return Path(self.input_paths()[0]).parent
+
+    def describe(self) -> str:
+        """The data as error messages name it: ``data.path '...'`` or the sources' names."""
+        if self.sources is not None:
+            return "data.sources (" + ", ".join(s.name for s in self.sources) + ")"
+        return f"data.path {self.path!r}"
 
 
 class MethodConfig(Section):

@@ -99,7 +99,7 @@ def build_decontaminate(data: DataConfig, held_out: Iterable[Sample]) -> Deconta
     spec = data.decontaminate
     if spec.mode == "off":
         return None
-    base = Path(data.path).parent
+    base = data.folder()
     files = [Path(p) if Path(p).is_absolute() else base / p for p in spec.benchmarks]
     for path in files:
         if not path.is_file():
@@ -119,7 +119,7 @@ def _rules(data: DataConfig) -> QualityRules:
     clean = data.clean
     extra: set[str] = set()
     for name in clean.wordlists:
-        path = Path(name) if Path(name).is_absolute() else Path(data.path).parent / name
+        path = Path(name) if Path(name).is_absolute() else data.folder() / name
         if not path.is_file():
             raise DataError(f"data.clean.wordlists: {str(path)!r} not found")
         extra |= {w.strip().lower() for w in path.read_text("utf-8").splitlines() if w.strip()}
@@ -132,7 +132,7 @@ def _rules(data: DataConfig) -> QualityRules:
         languages=tuple(clean.languages) if clean.languages else None,
         max_profanity=clean.max_profanity,
         extra_words=frozenset(extra),
-        classifier=toxicity_classifier(clean.toxicity_classifier, Path(data.path).parent),
+        classifier=toxicity_classifier(clean.toxicity_classifier, data.folder()),
         classifier_threshold=clean.toxicity_threshold,
     )
 

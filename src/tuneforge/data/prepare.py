@@ -14,6 +14,13 @@ preference pairs, kto unpaired rows, grpo and rloo prompts
 final assistant reply only, whatever ``data.train_on`` says, since the
 objectives compare replies.
 
+With ``data.sources`` the records of several datasets are read one after the other
+and, after the steps, sampled into one mix (:mod:`tuneforge.data.mixture`); the
+samples the mix leaves out are dropped as ``mix_cap:<source>`` or
+``mix_sampled_out:<source>``, the copies it repeats are counted as ``repeated``
+(``read + expanded + repeated = kept + dropped + quarantined``), and the books
+and the report show the final mix per source (``mix``).
+
 The stage streams: records flow from the reader through the steps into a spill
 file on disk, holding only a 32-byte group hash per sample for the split; the
 held-out splits are then read back, indexed for decontamination and written,
@@ -40,13 +47,15 @@ from transformers import PreTrainedTokenizerBase
 
 from tuneforge.config.schema import DataConfig
 from tuneforge.console import progress
+from tuneforge.data.bias_audit import BiasAudit
 from tuneforge.data.configure import (
     OBJECTIVE_OUTPUTS,
     build_decontaminate,
     build_steps,
     cluster_report,
 )
-from tuneforge.data.readers import DatasetStream
+from tuneforge.data.mixture import SOURCE_KEY, Mixer, mix_books, open_sources
+from tuneforge.data.readers import DatasetStream, SourcesStream
 from tuneforge.data.render import Rendered, render_chat_batch, render_prompt_batch, render_text
 from tuneforge.data.report import ConversationStats, write_report
 from tuneforge.data.sample import Message, Sample
@@ -79,8 +88,8 @@ def prepare_data(
     Returns:
         The books: read, expanded, kept, dropped by reason, quarantined, per-step
         counts, per-split counts, tokens, packing, the objective's rows per split
-        (``pairs``, ``unpaired`` by label, or ``prompts``) and the sha256 of every
-        output file.
+        (``pairs``, ``unpaired`` by label, or ``prompts``), the sha256 of every
+        output file, and for a mixture ``mix`` (per source) and ``repeated``.
 
     Raises:
         DataError: no usable sample remains, or the training split would be empty.
@@ -94,34 +103,47 @@ def prepare_data(
     ):
         source = _source(data, quarantine)
         survivors, stats = _clean(source, steps, data, on_drop)
+        mixer = None
+        if data.sources is not None:  # after the steps: the shares apply to usable samples
+            mixer = Mixer(data, seed, work / "usable.jsonl")
+            stats.append(StepStats(mixer.name, on_drop=on_drop))
+            survivors = mixer(survivors, stats[-1])
         ranks = _spill(survivors, work / "kept.jsonl", seed)
         check_balanced(stats)
         if not ranks:
-            raise DataError(f"data.path {data.path!r}: no usable samples ({_why(source, stats)})")
+            raise DataError(f"{data.describe()}: no usable samples ({_why(source, stats)})")
         assigned = assign_splits(ranks, data.val_fraction, data.test_fraction)
         del ranks
+        copies, repeated = mixer.train_copies(assigned) if mixer else ({}, Counter())
         output = OBJECTIVE_OUTPUTS.get(objective)
-        writers, render_stats = _write_splits(
-            data, tokenizer, work / "kept.jsonl", assigned, stats, output, on_drop
+        audit = BiasAudit()
+        writers, render_stats, by_source = _write_splits(
+            data, tokenizer, work / "kept.jsonl", assigned, stats, output, on_drop, copies, audit
         )
     shutil.rmtree(work)
     packing = {name: figures for name, w in writers.items() if (figures := w.close())}
     if not writers["train"].samples:
-        raise DataError(
-            f"data.path {data.path!r}: no training samples left ({_why(source, stats)})"
-        )
+        raise DataError(f"{data.describe()}: no training samples left ({_why(source, stats)})")
     stats.append(render_stats)
     check_balanced(stats)
-    books = _books(source, stats, writers, packing)
+    mixed = None
+    if mixer is not None and mixer.plan is not None and isinstance(source, SourcesStream):
+        mixed = mix_books(data, source, mixer.plan, by_source, repeated)
+    books = _books(source, stats, writers, packing, mixed)
     report = _report(books, source, steps, writers, on_drop is not None)
+    report["bias"] = audit.result()
+    books["bias_flags"] = report["bias"]["flags"]
     write_report(out_dir, report)
     books["outputs"] = output_hashes(out_dir)
     books["pii"] = report["pii"]  # findings by type, for the model card
     return books
 
 
-def _source(data: DataConfig, quarantine: TextIO) -> DatasetStream:
-    """The records of ``data.path``; the ones that cannot be used go to ``quarantine``."""
+def _source(data: DataConfig, quarantine: TextIO) -> DatasetStream | SourcesStream:
+    """The records of ``data.path`` or of every source of ``data.sources``; the ones that
+    cannot be used go to ``quarantine``."""
+    if data.sources is not None:
+        return open_sources(data, lambda q: quarantine.write(json.dumps(q.to_json()) + "\n"))
     return DatasetStream(
         data.path,
         data.format,
@@ -153,7 +175,7 @@ def _drop_log(path: Path, engine: str) -> Iterator[OnDrop | None]:
 
 
 def _clean(
-    source: DatasetStream, steps: list, data: DataConfig, on_drop: OnDrop | None = None
+    source: Iterable[Sample], steps: list, data: DataConfig, on_drop: OnDrop | None = None
 ) -> tuple[Iterable[Sample], list[StepStats]]:
     """The samples that pass the steps, streamed (local) or collected (Spark)."""
     if data.engine == "spark":
@@ -173,12 +195,18 @@ def _spill(samples: Iterable[Sample], path: Path, seed: int) -> list[bytes]:
     return ranks
 
 
-def _read_back(path: Path, assigned: list[str], wanted: tuple[str, ...]) -> Iterator[Sample]:
-    """The spilled samples whose split is in ``wanted``, in file order."""
+def _read_back(
+    path: Path, assigned: list[str], wanted: tuple[str, ...], copies: dict[int, int] | None = None
+) -> Iterator[Sample]:
+    """The spilled samples whose split is in ``wanted``, in file order; ``copies`` says how
+    often a repeated one comes (a mixture's, by line index; once where not given)."""
+    copies = copies or {}
     with open(path, encoding="utf-8") as handle:
-        for line, split in zip(handle, assigned, strict=True):
+        for index, (line, split) in enumerate(zip(handle, assigned, strict=True)):
             if split in wanted:
-                yield Sample(**json.loads(line))
+                sample = Sample(**json.loads(line))
+                for _ in range(copies.get(index, 1)):
+                    yield sample
 
 
 def _write_splits(
@@ -189,20 +217,31 @@ def _write_splits(
     stats: list[StepStats],
     output: str | None = None,
     on_drop: OnDrop | None = None,
-) -> tuple[dict[str, SplitWriter], StepStats]:
-    """Held-out splits first (they feed decontamination), then the training split."""
+    copies: dict[int, int] | None = None,
+    audit: BiasAudit | None = None,
+) -> tuple[dict[str, SplitWriter], StepStats, dict[str, Counter[str]]]:
+    """Held-out splits first (they feed decontamination), then the training split, with
+    the ``copies`` of a mixture's repeated samples (see :func:`_read_back`); ``audit``
+    sees every training sample written.
+
+    Returns:
+        The split writers, the render step's books, and the samples written per split
+        by source name (a mixture's ``meta["source_name"]``; empty otherwise).
+    """
     pack_length = (data.pack_length or data.max_length) if data.packing else None
     out_dir = spill.parent.parent
     writers = {name: SplitWriter(out_dir, name, pack_length, output) for name in SPLITS}
+    by_source: dict[str, Counter[str]] = {name: Counter() for name in SPLITS}
     render_stats = StepStats("render", on_drop=on_drop)
     decontaminate = build_decontaminate(data, _read_back(spill, assigned, ("val", "test")))
-    train: Iterable[Sample] = _read_back(spill, assigned, ("train",))
+    train: Iterable[Sample] = _read_back(spill, assigned, ("train",), copies)
     if decontaminate is not None:
         record = StepStats(decontaminate.name, on_drop=on_drop)
         stats.append(record)
         train = decontaminate(train, record)
     with progress() as bar:
-        task = bar.add_task("render", total=len(assigned), info="")
+        extra = sum(n - 1 for n in (copies or {}).values())
+        task = bar.add_task("render", total=len(assigned) + extra, info="")
         for name, stream in (
             ("val", _read_back(spill, assigned, ("val",))),
             ("test", _read_back(spill, assigned, ("test",))),
@@ -211,8 +250,12 @@ def _write_splits(
             for batch in _batches(stream, RENDER_BATCH):
                 kept, prepared = _render(batch, tokenizer, data, render_stats, output)
                 writers[name].write(kept, prepared)
+                if audit is not None and name == "train":
+                    for sample in kept:
+                        audit.add(sample)
+                by_source[name].update(s.meta[SOURCE_KEY] for s in kept if SOURCE_KEY in s.meta)
                 bar.advance(task, len(batch))
-    return writers, render_stats
+    return writers, render_stats, by_source
 
 
 def _batches(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
@@ -358,11 +401,13 @@ def _with_prompt(item: Prepared, renders: _Renders, max_length: int) -> Prepared
 
 
 def _books(
-    source: DatasetStream,
+    source: DatasetStream | SourcesStream,
     stats: list[StepStats],
     writers: dict[str, SplitWriter],
     packing: dict[str, Any],
+    mixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The stage summary; with a mixture, ``mix`` (per source) and ``repeated`` copies too."""
     dropped: Counter[str] = Counter()
     for step in stats:
         dropped.update(step.dropped)
@@ -382,15 +427,18 @@ def _books(
     output = writers["train"].output
     if output is not None:
         books[output] = {name: w.output_counts() for name, w in writers.items()}
+    if mixed is not None:  # a mixture's copies are counted like expanded records
+        books["repeated"] = sum(row["repeated"] for row in mixed["sources"].values())
+        books["mix"] = mixed
     accounted = books["kept"] + sum(dropped.values()) + books["quarantined"]
-    if books["read"] + books["expanded"] != accounted:
+    if books["read"] + books["expanded"] + books.get("repeated", 0) != accounted:
         raise AssertionError(f"data books do not balance: {books}")
     return books
 
 
 def _report(
     books: dict[str, Any],
-    source: DatasetStream,
+    source: DatasetStream | SourcesStream,
     steps: list,
     writers: dict[str, SplitWriter],
     listed: bool,
@@ -418,7 +466,7 @@ def _merged_conversations(writers: Iterable[SplitWriter]) -> dict[str, Any]:
     return merged.to_json()
 
 
-def _why(source: DatasetStream, stats: list[StepStats]) -> str:
+def _why(source: DatasetStream | SourcesStream, stats: list[StepStats]) -> str:
     reasons: Counter[str] = Counter(source.reasons)
     for step in stats:
         reasons.update(step.dropped)

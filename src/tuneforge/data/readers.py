@@ -22,12 +22,16 @@ from tuneforge.data.sample import Sample
 from tuneforge.data.sources import RawRecord, dataset_files, iter_records
 from tuneforge.errors import DataError
 
+SOURCE_KEY = "source_name"  # Sample.meta key naming a mixture's source
+
 __all__ = [
+    "SOURCE_KEY",
     "BadRecord",
     "DatasetStream",
     "FileBooks",
     "Quarantined",
     "ReadResult",
+    "SourcesStream",
     "read_dataset",
     "to_sample",
     "to_samples",
@@ -155,7 +159,10 @@ class DatasetStream:
     to ``quarantined`` when ``keep_quarantined``), or raises when ``strict``. Once
     exhausted, ``read + expanded = samples + quarantined`` holds per file and in
     all (``read`` counts records, ``samples`` what they became). Arguments are
-    those of :func:`read_dataset`; ``limit`` counts records.
+    those of :func:`read_dataset`; ``limit`` counts records. ``key`` is the config
+    key that errors name; ``source_name``, for a source of a mixture, goes into each
+    sample's ``meta["source_name"]`` and before each file's name (``name/file:line``),
+    so that equally named files of two sources stay apart.
     """
 
     def __init__(
@@ -169,13 +176,22 @@ class DatasetStream:
         strict: bool = False,
         on_quarantine: Callable[[Quarantined], None] | None = None,
         keep_quarantined: bool = False,
+        key: str = "data.path",
+        source_name: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.fmt = check_format(fmt)
         self.mapping = check_mapping(mapping)
         self.system_prompt, self.limit, self.strict = system_prompt, limit, strict
         self.on_quarantine, self.keep_quarantined = on_quarantine, keep_quarantined
-        self.entries, self.skipped = dataset_files(self.path)
+        self.key, self.source_name = key, source_name
+        try:
+            self.entries, self.skipped = dataset_files(self.path)
+        except DataError as err:
+            raise DataError(str(err).replace("data.path", key, 1)) from None
+        if source_name is not None:
+            for entry in self.entries:
+                entry.name = f"{source_name}/{entry.name}"
         self.files: dict[str, FileBooks] = {}
         self.quarantined: list[Quarantined] = []
         self.reasons: Counter[str] = Counter()
@@ -204,10 +220,13 @@ class DatasetStream:
                 for counts in (self, books):
                     counts.samples += len(item)
                     counts.expanded += len(item) - 1
+                if self.source_name is not None:
+                    for sample in item:
+                        sample.meta[SOURCE_KEY] = self.source_name
                 yield from item
         if self.read == 0:
             where = "the directory" if self.path.is_dir() else "the file"
-            raise DataError(f"data.path {str(self.path)!r}: no records in {where}")
+            raise DataError(f"{self.key} {str(self.path)!r}: no records in {where}")
 
     def _quarantine(self, item: Quarantined, books: FileBooks) -> None:
         if self.strict:
@@ -220,6 +239,38 @@ class DatasetStream:
             self.quarantined.append(item)
         if self.on_quarantine is not None:
             self.on_quarantine(item)
+
+
+class SourcesStream:
+    """Several :class:`DatasetStream` read one after the other, with books in all and per stream.
+
+    It has the attributes of one stream that the data stage reads (``read``,
+    ``expanded``, ``reasons``, ``files``), summed over the streams; ``streams``
+    keeps each one's own books.
+    """
+
+    def __init__(self, streams: list[DatasetStream]) -> None:
+        self.streams = streams
+
+    def __iter__(self) -> Iterator[Sample]:
+        for stream in self.streams:
+            yield from stream
+
+    @property
+    def read(self) -> int:
+        return sum(stream.read for stream in self.streams)
+
+    @property
+    def expanded(self) -> int:
+        return sum(stream.expanded for stream in self.streams)
+
+    @property
+    def reasons(self) -> Counter[str]:
+        return sum((stream.reasons for stream in self.streams), Counter())
+
+    @property
+    def files(self) -> dict[str, FileBooks]:
+        return {name: books for stream in self.streams for name, books in stream.files.items()}
 
 
 def iter_samples(

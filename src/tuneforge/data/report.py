@@ -66,7 +66,8 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, str]:
     Args:
         out_dir: The data stage's folder.
         report: ``books`` (with ``expanded`` and the objective's ``pairs``,
-            ``unpaired`` or ``prompts`` per split when there are any), ``steps``
+            ``unpaired`` or ``prompts`` per split when there are any, and a
+            mixture's ``mix`` and ``repeated``), ``steps``
             (StepStats JSON), ``lengths`` (per split), ``trained_tokens`` (per
             split), ``conversations``, ``pii`` (counts by type), ``clusters``
             (largest duplicate clusters), ``quarantine`` (counts by reason and
@@ -94,6 +95,7 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
     out: list[tuple[str, Table]] = [
         ("Books", _books_table(books)),
         ("Per source file", _files_table(books.get("files", {}))),
+        *_mix_sections(books.get("mix")),
         (
             _steps_title(report),
             (
@@ -168,6 +170,10 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, Table]]:
                 (["reason", "records"], sorted(quarantine["reasons"].items())),
             )
         )
+    if report.get("bias"):
+        from tuneforge.data.bias_audit import tables
+
+        out += tables(report["bias"])
     return out
 
 
@@ -181,15 +187,60 @@ def _steps_title(report: dict[str, Any]) -> str:
 
 
 def _books_table(books: dict[str, Any]) -> Table:
-    """read, kept, dropped, quarantined; with ``expanded`` when ranked records expanded."""
-    dropped = sum(books["dropped"].values())
-    if books.get("expanded"):
-        header = ["read (records)", "expanded", "kept", "dropped", "quarantined"]
-        row = [books["read"], books["expanded"], books["kept"], dropped, books["quarantined"]]
-        return header, [row]
-    return ["read", "kept", "dropped", "quarantined"], [
-        [books["read"], books["kept"], dropped, books["quarantined"]]
+    """read, kept, dropped, quarantined; with ``expanded`` when ranked records expanded,
+    and ``repeated`` when a mixture repeated samples."""
+    header, row = ["read"], [books["read"]]
+    for extra in ("expanded", "repeated"):
+        if books.get(extra):
+            header[0] = "read (records)"
+            header.append(extra)
+            row.append(books[extra])
+    header += ["kept", "dropped", "quarantined"]
+    row += [books["kept"], sum(books["dropped"].values()), books["quarantined"]]
+    return header, [row]
+
+
+def _mix_sections(mix: dict[str, Any] | None) -> list[tuple[str, Table]]:
+    """The final mix per source, when the data is a mixture (``data.sources``)."""
+    if not mix:
+        return []
+    how = mix["strategy"]
+    if "temperature" in mix:
+        how += f", T = {mix['temperature']}"
+    header = [
+        "source",
+        "path",
+        "read",
+        "kept after cleaning",
+        "capped",
+        "sampled out",
+        "taken into the mix",
+        "repeated",
+        "training samples",
+        "share of training split",
+        "target share",
+        "weight",
     ]
+    rows = [
+        [
+            name,
+            row["path"],
+            row["read"],
+            row["usable"],
+            row["capped"],
+            row["sampled_out"],
+            row["taken"],
+            row["repeated"],
+            row["splits"].get("train", 0),
+            f"{row['train_share']:.1%}",
+            f"{row['share']:.1%}",
+            row["weight"],
+        ]
+        for name, row in mix["sources"].items()
+    ]
+    if mix.get("allow_repeat"):
+        how += ", repeats in the training split only"
+    return [(f"Mix ({how}; {mix['total']} samples planned)", (header, rows))]
 
 
 def _files_table(files: dict[str, dict[str, int]]) -> Table:

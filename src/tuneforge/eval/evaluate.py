@@ -270,7 +270,7 @@ def _classifier(config: Config) -> Any:
     """The data layer's toxicity classifier plug-in, when one is configured."""
     from tuneforge.data.configure import toxicity_classifier
 
-    return toxicity_classifier(config.data.clean.toxicity_classifier, Path(config.data.path).parent)
+    return toxicity_classifier(config.data.clean.toxicity_classifier, config.data.folder())
 
 
 def loss_values(nll: list[tuple[float, int]]) -> dict[str, float]:

@@ -85,7 +85,7 @@ def _data(config: Config, lineage: dict[str, Any]) -> str:
     sources = (
         "\n".join(f"- `{path}` (sha256 `{digest}`)" for path, digest in raw.files.items())
         if raw and raw.files
-        else f"- `{config.data.path}` (sha256 `{data.get('sha256', '?')}`)"
+        else _source_lines(config, data.get("sha256"))
     )
     dropped = data.get("dropped") or {}
     books = (
@@ -150,10 +150,28 @@ def _quality(lineage: dict[str, Any]) -> str:
     return "## Quality checks\n\n" + "\n\n".join(parts) if parts else ""
 
 
+def _source_lines(config: Config, digest: Any) -> str:
+    """Each dataset with its hash, where the lineage holds no per-file hashes."""
+    data = config.data
+    if data.sources is None:
+        return f"- `{data.path}` (sha256 `{digest or '?'}`)"
+    digests = digest if isinstance(digest, dict) else {}  # a mixture's: by source name
+    return "\n".join(
+        f"- `{s.path}` ({s.name}, sha256 `{digests.get(s.name, '?')}`)" for s in data.sources
+    )
+
+
+def _data_names(config: Config) -> str:
+    """The dataset as prose: its path, or a mixture's source names."""
+    if config.data.sources is None:
+        return f"`{config.data.path}`"
+    return "the mixture of " + ", ".join(f"`{s.name}`" for s in config.data.sources)
+
+
 def _intended_use(config: Config) -> str:
     use = config.export.intended_use or (
         f"Not stated (set `export.intended_use`). The model was tuned for the task in "
-        f"`{config.data.path}` and evaluated only on held-out samples of it."
+        f"{_data_names(config)} and evaluated only on held-out samples of it."
     )
     return f"## Intended use\n\n{use}"
 
