@@ -246,6 +246,27 @@ def test_an_edited_config_resolves_paths_against_its_original_folder(tmp_path: P
     assert not list((tmp_path / "runs" / ".ui" / "scratch").iterdir())
 
 
+def test_a_page_reads_only_the_row_groups_that_hold_it(tmp_path: Path) -> None:
+    file = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"i": list(range(103))}), file, row_group_size=10)
+    parquet = pq.ParquetFile(file)
+    for start, count in [(0, 5), (8, 5), (9, 1), (10, 10), (95, 20), (103, 5)]:
+        rows = [row["i"] for row in data_view.read_rows(parquet, start, count)]
+        assert rows == list(range(start, min(103, start + count))), (start, count)
+
+
+def test_launch_progress_is_the_newest_training_line(tmp_path: Path) -> None:
+    from tuneforge.ui.launcher import _progress
+
+    lines = [{"stage": "train", "step": s, "total_steps": 5000, "loss": 1.0} for s in (1, 2)]
+    lines += [{"stage": "train", "step": 2, "val_loss": 0.5}, {"stage": "eval", "exact": 1}]
+    padding = "x" * 70_000  # a long first line, cut off by the tail read
+    text = json.dumps({"note": padding}) + "\n" + "".join(json.dumps(x) + "\n" for x in lines)
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert _progress(tmp_path) == (2, 5000)
+    assert _progress(tmp_path / "none") == (0, 0) and _progress(None) == (0, 0)
+
+
 def test_log_tail_drops_colour_codes_and_redrawn_lines(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     log.write_bytes(b"\x1b[1mdata\x1b[0m ok\nstep 1\rstep 2\rstep 3\n" + b"x\n" * 50)
@@ -268,6 +289,9 @@ def test_a_lora_run_is_tuned_through_its_adapter_on_its_base(root: Path, tmp_pat
     assert base.adapter is None and tuned.adapter == "quick-20261128-175742"
     copied = tmp_path / "registry" / "quick-20261128-175742" / "adapter_model.safetensors"
     assert copied.read_bytes() == b"weights"
+    (adapter / "adapter_model.safetensors").write_bytes(b"retrained")  # trained again in place
+    run_targets(run, tmp_path / "registry")
+    assert copied.read_bytes() == b"retrained"
     (adapter / "adapter_config.json").write_text('{"peft_type": "IA3"}')  # not servable: merged
     (run.path / "export" / "merged").mkdir(parents=True)
     (run.path / "export" / "merged" / "config.json").write_text("{}")

@@ -58,10 +58,14 @@ def build_app(settings: UiSettings) -> gr.Blocks:
     else:
         models = LocalModels(root, settings.models)
     with gr.Blocks(title="tuneforge") as app:
-        gr.Markdown(f"# tuneforge\nRuns in `{root}`")
+        with gr.Row():
+            gr.Markdown(f"# tuneforge\nRuns in `{root}`")
+            refresh = gr.Button(
+                "Refresh runs and models", elem_id="refresh-all", size="sm", scale=0, min_width=200
+            )
         with gr.Tabs():
             with gr.Tab("Runs", id="runs"):
-                run_pickers = runs_tab(app, root)
+                run_pickers = runs_tab(app, root, refresh)
             with gr.Tab("Data", id="data"):
                 run_pickers.append(data_tab(app, root))
             with gr.Tab("Playground", id="playground"):
@@ -70,8 +74,8 @@ def build_app(settings: UiSettings) -> gr.Blocks:
                 launch_tab(root, settings.configs)
             with gr.Tab("Feedback", id="feedback"):
                 feedback_tab(app, settings.feedback)
-        refresh = gr.Button("Refresh runs and models", elem_id="refresh-all", size="sm")
-        refresh.click(
+        gr.on(
+            [refresh.click, app.load],
             lambda: (
                 [gr.update(choices=run_labels(root)) for _ in run_pickers]
                 + [gr.update(choices=model_choices(models)) for _ in model_pickers]

@@ -49,18 +49,34 @@ def data_page(run: RunInfo, split: str, page: int, page_size: int = 5) -> str:
     """
     import pyarrow.parquet as pq
 
-    table = pq.read_table(_tokens_file(run, split))
+    file = pq.ParquetFile(_tokens_file(run, split))
     start = (max(1, page) - 1) * page_size
-    rows = table.slice(start, page_size).to_pylist()
+    rows = read_rows(file, start, page_size)
     tokenizer = run_tokenizer(str(run.path))
     parts = [
         f'<div class="tf-legend"><span class="tf-trained">trained tokens</span> '
         f'<span class="tf-prompt">context (no loss)</span> &middot; samples {start + 1}-'
-        f"{start + len(rows)} of {table.num_rows}</div>"
+        f"{start + len(rows)} of {file.metadata.num_rows}</div>"
     ]
     for row in rows:
         parts.append(_sample_html(tokenizer, row))
     return "\n".join(parts)
+
+
+def read_rows(file: Any, start: int, count: int) -> list[dict[str, Any]]:
+    """Rows ``start`` to ``start + count`` of a Parquet file, reading only the row groups
+    that hold them (a large split is never loaded whole for one page)."""
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    for group in range(file.num_row_groups):
+        size = file.metadata.row_group(group).num_rows
+        low, high = max(start - offset, 0), min(start + count - offset, size)
+        if low < high:
+            rows += file.read_row_group(group).slice(low, high - low).to_pylist()
+        offset += size
+        if offset >= start + count:
+            break
+    return rows
 
 
 def _sample_html(tokenizer: Any, row: dict[str, Any]) -> str:

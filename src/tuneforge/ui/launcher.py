@@ -11,6 +11,7 @@ training loop saves a checkpoint and the run can be resumed (``tuneforge train
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ConfigError
-from tuneforge.runs.catalog import read_metrics, read_run
+from tuneforge.runs.catalog import read_run
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LOG_TAIL_LINES = 40
@@ -160,11 +161,18 @@ def _state(code: int | None, stopping: bool) -> str:
 
 
 def _progress(run_dir: Path | None) -> tuple[int, int]:
-    """``(step, total_steps)`` of the newest training line in the run's metrics.jsonl."""
+    """``(step, total_steps)`` of the newest training line in the run's metrics.jsonl (read
+    from its end: the page asks every second, and the file grows with every step)."""
     if run_dir is None:
         return 0, 0
-    for record in reversed(read_metrics(run_dir / "metrics.jsonl")):
-        if record.get("stage") == "train" and isinstance(record.get("total_steps"), int):
+    for line in reversed(tail_text(run_dir / "metrics.jsonl").split("\n")):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # empty, or cut at the start of the tail
+            continue
+        if not isinstance(record, dict) or record.get("stage") != "train":
+            continue
+        if isinstance(record.get("total_steps"), int):
             return int(record.get("step", 0)), record["total_steps"]
     return 0, 0
 
@@ -176,13 +184,18 @@ def _stages(run_dir: Path | None) -> list[str]:
     return list(run.stages) if run is not None else []
 
 
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a log, without terminal colour codes or carriage-return redraws."""
+def tail_text(path: Path, max_bytes: int = 64_000) -> str:
+    """The last ``max_bytes`` of a file as text ("" when it does not exist yet)."""
     if not path.is_file():
         return ""
     with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 64_000))
-        text = handle.read().decode("utf-8", errors="replace")
+        handle.seek(max(0, path.stat().st_size - max_bytes))
+        return handle.read().decode("utf-8", errors="replace")
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log, without terminal colour codes or carriage-return redraws."""
+    text = tail_text(path)
     cleaned = [
         ANSI.sub("", line).rstrip("\r").split("\r")[-1] for line in text.rstrip("\n").split("\n")
     ]

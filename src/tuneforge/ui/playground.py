@@ -87,12 +87,14 @@ def _adapter_name(run: RunInfo) -> str:
 
 
 def _publish_adapter(source: Path, folder: Path) -> None:
-    """Copy an adapter into the playground's registry (which refuses links leading out)."""
-    if (folder / "adapter_model.safetensors").is_file():
-        return
+    """Copy an adapter into the playground's registry (which refuses links leading out);
+    a copy whose files differ in size or time from the run's is replaced."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy2(source / name, folder / name)
+        given, copy = source / name, folder / name
+        stamp = (given.stat().st_size, given.stat().st_mtime_ns)
+        if not copy.is_file() or (copy.stat().st_size, copy.stat().st_mtime_ns) != stamp:
+            shutil.copy2(given, copy)
 
 
 class LocalModels:

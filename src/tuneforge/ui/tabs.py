@@ -24,8 +24,12 @@ USER_ERRORS = (ConfigError, DataError, FileNotFoundError, ValueError)
 # -- Runs ---------------------------------------------------------------------------------
 
 
-def runs_tab(app: gr.Blocks, root: Path) -> list[gr.Dropdown]:
-    """The runs table with filters, one run's page, and the comparison; returns run pickers."""
+def runs_tab(app: gr.Blocks, root: Path, refresh: gr.Button) -> list[gr.Dropdown]:
+    """The runs table with filters, one run's page, and the comparison; returns run pickers.
+
+    The table is read again on each page load and on ``refresh``, so runs that finished
+    since the UI started show up.
+    """
     with gr.Row():
         name = gr.Textbox(label="name contains", elem_id="filter-name", scale=2)
         method = gr.Textbox(label="method contains", elem_id="filter-method", scale=2)
@@ -33,8 +37,8 @@ def runs_tab(app: gr.Blocks, root: Path) -> list[gr.Dropdown]:
     table = gr.Dataframe(
         runs_view.runs_table(root), elem_id="runs-table", interactive=False, wrap=True
     )
-    for box in (name, method, gates):
-        box.change(lambda *f: runs_view.runs_table(root, *f), [name, method, gates], table)
+    triggers = [box.change for box in (name, method, gates)] + [refresh.click, app.load]
+    gr.on(triggers, lambda *f: runs_view.runs_table(root, *f), [name, method, gates], table)
     labels = run_labels(root)
     run = gr.Dropdown(labels, value=labels[0] if labels else None, label="run", elem_id="run-pick")
     overview = gr.Markdown(elem_id="run-overview")
