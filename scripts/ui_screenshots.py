@@ -14,7 +14,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
-from tuneforge.ui.app import UiSettings, launch_ui
+from tuneforge.ui.app import UiSettings, close_ui, launch_ui
 
 PROMPT = "Hi, I was charged twice for my subscription this month. Please refund one."
 SYSTEM = 'Route the support ticket. Reply with JSON only: {"team": ..., "priority": ...}.'
@@ -40,7 +40,7 @@ def main() -> None:
             take(page, args.out)
             browser.close()
     finally:
-        app.close()
+        close_ui(app)
 
 
 def take(page: Page, out: Path) -> None:

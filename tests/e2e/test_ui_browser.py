@@ -78,7 +78,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
     """A finished run, configs to launch, a labelling file, and the UI serving them."""
-    from tuneforge.ui.app import UiSettings, launch_ui
+    from tuneforge.ui.app import UiSettings, close_ui, launch_ui
 
     folder = tmp_path_factory.mktemp("ui")
     runs = folder / "runs"
@@ -112,7 +112,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict
         "labelling": labelling,
         "model": tiny_model_dir,
     }
-    app.close()
+    close_ui(app)  # no model of the playground outlives the module
 
 
 @pytest.fixture(scope="module")

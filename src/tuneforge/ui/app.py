@@ -86,6 +86,14 @@ def build_app(settings: UiSettings) -> gr.Blocks:
     return app
 
 
+def close_ui(app: gr.Blocks) -> None:
+    """Stop the server and free the playground's models (their engines' threads end)."""
+    import asyncio
+
+    app.close()
+    asyncio.run(app.tuneforge_models.close())
+
+
 def launch_ui(
     settings: UiSettings,
     *,
