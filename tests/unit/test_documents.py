@@ -242,6 +242,27 @@ def test_pdf_text_layer_with_title_bookmarks_and_running_lines(tmp_path: Path) -
     ]
 
 
+def test_numbered_footers_and_a_bookmark_title_on_its_page_are_dropped(tmp_path: Path) -> None:
+    pages = [
+        ["Operation", "The sorter weighs each parcel.", "ACME sorter rev 2 - Page 1 of 3"],
+        ["Care", "Clean the belt weekly.", "ACME sorter rev 2 - Page 2 of 3"],
+        ["Call support when the belt slips.", "Operation manuals ship in 12 languages.", "- 3 -"],
+    ]
+    path = tmp_path / "sorter.pdf"
+    path.write_bytes(pdf_bytes(pages, "Sorter Guide", [("Operation", 0), ("Care", 1)]))
+    assert [(s.path, [b.text for b in s.blocks]) for s in read_document(path).sections] == [
+        (("Operation",), ["The sorter weighs each parcel."]),
+        (
+            ("Care",),
+            [
+                "Clean the belt weekly.",
+                # a heading word inside prose stays, and so does a line with a number in it
+                "Call support when the belt slips. Operation manuals ship in 12 languages.",
+            ],
+        ),
+    ]
+
+
 def test_plain_text_paragraphs_are_unwrapped(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("First paragraph\nwraps here.\n\n- a list\n- stays\n")

@@ -79,6 +79,10 @@ class Document:
     sections: list[Section]
 
 
+_NUMBER = re.compile(r"\d+")
+_PAGE_NUMBER = re.compile(r"^(?:page\s+)?[-–]?\s*\d+\s*[-–]?(?:\s*(?:/|of)\s*\d+)?$", re.I)
+
+
 class DocumentError(ValueError):
     """A document that cannot be read; ``reason`` says why, without the path."""
 
@@ -339,8 +343,9 @@ def _read_pdf(path: Path) -> Document:
     pages, title, starts = _pdf_text(path)
     sections = _Sections()
     for number, page in enumerate(_without_running_lines(pages)):
-        sections.enter(_page_heading(starts, number))
-        for paragraph in _paragraphs(page):
+        heading = _page_heading(starts, number)
+        sections.enter(heading)
+        for paragraph in _paragraphs(_without_heading_line(page, heading)):
             sections.block(paragraph)
     return sections.document(title, "pdf", path)
 
@@ -392,20 +397,37 @@ def _outline_starts(reader: Any, outline: list[Any], path: tuple[str, ...]) -> l
 
 
 def _without_running_lines(pages: list[str]) -> list[str]:
-    """Pages without page numbers and the headers and footers repeated on most pages."""
+    """Pages without page numbers and the headers and footers repeated on most pages.
+
+    Lines are compared with their numbers masked, so "Page 3" and "Page 4" are one
+    running line; a line that is only a page number ("7", "- 7 -", "7 / 12", "Page 7
+    of 12") goes wherever it is.
+    """
     counts: dict[str, int] = {}
     for page in pages:
-        for line in {line.strip() for line in page.splitlines() if line.strip()}:
-            counts[line] = counts.get(line, 0) + 1
-    running = {line for line, n in counts.items() if len(pages) >= 3 and n > len(pages) / 2}
+        for shape in {_shape(line) for line in page.splitlines() if line.strip()}:
+            counts[shape] = counts.get(shape, 0) + 1
+    running = {shape for shape, n in counts.items() if len(pages) >= 3 and n > len(pages) / 2}
     return [
         "\n".join(
             line
             for line in page.splitlines()
-            if line.strip() not in running and not line.strip().isdigit()
+            if _shape(line) not in running and not _PAGE_NUMBER.match(line.strip())
         )
         for page in pages
     ]
+
+
+def _shape(line: str) -> str:
+    return _NUMBER.sub("#", line.strip())
+
+
+def _without_heading_line(page: str, heading: tuple[str, ...]) -> str:
+    """The page without its first line when that line is the bookmark's own title."""
+    first, _, rest = page.lstrip().partition("\n")
+    if heading and " ".join(first.split()) == heading[-1]:
+        return rest
+    return page
 
 
 def _read_docx(path: Path) -> Document:
