@@ -88,6 +88,7 @@ def test_an_oasst_tree_gives_its_best_path_then_its_ranked_pairs() -> None:
     assert chat.meta == {
         "lang": "en",
         "message_tree_id": "p1",
+        "split_group": "oasst:p1",
         "skipped_messages": {"deleted": 1, "failed review": 1},
     }
     assert pairs(rest) == [
@@ -97,7 +98,8 @@ def test_an_oasst_tree_gives_its_best_path_then_its_ranked_pairs() -> None:
     ]
     assert [s.id for s in rest] == [f"trees.jsonl:1#{k}" for k in (1, 2, 3)]
     assert rest[2].messages == chat.messages[:3]  # the prompt is the whole path to the question
-    assert all(s.meta == {"lang": "en", "message_tree_id": "p1"} for s in rest)
+    tree_meta = {"lang": "en", "message_tree_id": "p1", "split_group": "oasst:p1"}
+    assert all(s.meta == tree_meta for s in rest)  # one tree, one split
 
 
 def test_unranked_replies_come_last_and_give_no_pairs() -> None:
@@ -366,7 +368,7 @@ def numbered_trees(n: int) -> list[dict[str, Any]]:
     """``n`` distinct trees shaped like :func:`tree` (near dedup would merge copies)."""
     trees = []
     for k in range(n):
-        record = tree()
+        record = {**tree(), "message_tree_id": f"t{k}"}
         for node in (record["prompt"], *record["prompt"]["replies"]):
             node["text"] = f"{node['text']} Question {k} about city number {k * 7 + 3}."
         trees.append(record)
@@ -381,10 +383,9 @@ def test_the_data_stage_prepares_oasst_trees_for_either_objective(
 
     path = tmp_path / "trees.jsonl"
     path.write_text("".join(json.dumps(t) + "\n" for t in numbered_trees(20)))
-    # A follow-up pair's prompt holds the first question, and splits group by prompt, so
-    # decontamination would drop training pairs that share it with held-out ones.
-    off = {"mode": "off"}
-    config = DataConfig(path=str(path), max_length=128, dedup={"near": False}, decontaminate=off)
+    # A follow-up pair's prompt holds the first question; a tree's samples share a split, so
+    # decontamination finds no training pair sharing it with a held-out one.
+    config = DataConfig(path=str(path), max_length=128, dedup={"near": False})
     books = prepare_data(
         config, chat_tokenizer, seed=0, out_dir=tmp_path / objective, objective=objective
     )

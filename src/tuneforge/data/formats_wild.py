@@ -12,7 +12,8 @@
   its last assistant turn. It also gives one preference sample per ranked
   assistant sibling that lost to the best one (``chosen`` rank 0, ``rejected``
   rank 1, 2, ...), at every prompter message of the tree, its prompt being the
-  path to that message; their ids are ``<record id>#1``, ``#2``, .... The data
+  path to that message; their ids are ``<record id>#1``, ``#2``, .... All of a
+  tree's samples share its split (``meta["split_group"]``). The data
   stage's ``kind`` step keeps what the objective trains on: the chat sample for
   sft, the pairs for dpo/reward/orpo/simpo/kto. A flat message table (one
   message per row) must be grouped into trees first (``tuneforge data
@@ -32,6 +33,7 @@ from typing import Any
 
 from tuneforge.data.messages import BadRecord, with_system
 from tuneforge.data.sample import Message, Sample
+from tuneforge.data.split import SPLIT_GROUP
 
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
 ROLE_NAMES = tuple(OASST_ROLES)  # a tuple: `in` must not hash whatever the record holds
@@ -105,6 +107,7 @@ def _tree_meta(record: dict[str, Any], root: Node) -> dict[str, Any]:
         meta["lang"] = root["lang"]
     if isinstance(record.get("message_tree_id"), str):
         meta["message_tree_id"] = record["message_tree_id"]
+        meta[SPLIT_GROUP] = f"oasst:{record['message_tree_id']}"  # one tree, one split
     return meta
 
 

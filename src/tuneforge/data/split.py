@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from tuneforge.data.sample import Sample
 
 SPLITS = ("train", "val", "test")
+SPLIT_GROUP = "split_group"  # meta key: samples naming the same group share a split
 
 
 def split_samples(
@@ -28,8 +29,15 @@ def split_samples(
 
 
 def group_rank(sample: Sample, seed: int) -> bytes:
-    """The seeded hash of a sample's group (its non-assistant text): equal within a group."""
-    return hashlib.sha256(f"{seed}\0{sample.prompt_key()}".encode()).digest()
+    """The seeded hash of a sample's group: equal within a group.
+
+    The group is ``meta["split_group"]`` when the sample names one (the pairs a teacher
+    wrote from one chunk, the conversations and pairs of one OpenAssistant tree), else
+    its non-assistant text, so that every variant of one prompt shares a split.
+    """
+    named = sample.meta.get(SPLIT_GROUP)
+    key = named if isinstance(named, str) and named else sample.prompt_key()
+    return hashlib.sha256(f"{seed}\0{key}".encode()).digest()
 
 
 def assign_splits(ranks: Sequence[bytes], val_fraction: float, test_fraction: float) -> list[str]:
