@@ -329,3 +329,20 @@ def test_compute_rejects_unknown_names_and_mismatched_lengths() -> None:
         compute(["exact_match"], ["a", "b"], ["a"], MetricContext())
     no_calls = compute(["tool_call_accuracy"], ["a"], ["a"], MetricContext())
     assert math.isnan(no_calls["tool_call_accuracy"])
+
+
+def test_a_mixed_test_split_keeps_its_chats_in_step_and_its_texts_apart() -> None:
+    from tuneforge.eval.evaluate import build_examples
+
+    chat = [{"role": "user", "content": "Reset?"}, {"role": "assistant", "content": "Hold it."}]
+    records = [
+        {"id": "doc#1", "text": "Guide > Reset\n\nHold the button."},
+        {"id": "qa#1", "messages": chat},
+        {"id": "doc#2", "text": "Guide > Care\n\nWipe it."},
+    ]
+    examples = build_examples(records)
+    assert [r["id"] for r in examples.records] == ["qa#1"] and examples.references == ["Hold it."]
+    assert examples.prompts == [chat[:1]] and examples.generative
+    assert examples.texts == [records[0]["text"], records[2]["text"]]
+    texts_only = build_examples([records[0]])
+    assert not texts_only.generative and texts_only.records == [] and len(texts_only.texts) == 1

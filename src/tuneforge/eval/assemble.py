@@ -73,6 +73,7 @@ def assemble(
         model: {
             **(compute(names, run["outputs"], examples.references, context) if names else {}),
             **loss_values(run["nll"]),
+            **_text_loss(run),
         }
         for model, run in runs.items()
     }
@@ -80,7 +81,7 @@ def assemble(
     metrics = {m: {k: v for k, v in found.items() if _finite(v)} for m, found in metrics.items()}
     names = [n for n in names if n in metrics["tuned"]]
     report: dict[str, Any] = {
-        "samples": len(examples.records),
+        "samples": len(examples.records) + len(examples.texts),
         "split": split,
         "metric_names": names,
         "metrics": metrics,
@@ -90,6 +91,13 @@ def assemble(
     report.update(suite_results(config, examples, runs))
     report["values"] = flat_values(report, runs)
     return report
+
+
+def _text_loss(run: dict[str, Any]) -> dict[str, float]:
+    """``text_loss`` and ``text_perplexity`` of a mixed test split's raw texts, if it has some."""
+    if "text_nll" not in run:
+        return {}
+    return {f"text_{key}": value for key, value in loss_values(run["text_nll"]).items()}
 
 
 def compare(

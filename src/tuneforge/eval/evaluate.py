@@ -34,7 +34,7 @@ Message = dict[str, Any]
 class Examples:
     """The held-out examples every model is run on."""
 
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # the chat records, aligned with prompts and references
     prompts: list[list[Message]] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     tools: list[list[dict] | None] = field(default_factory=list)
@@ -113,12 +113,17 @@ def test_records(config: Config, data_dir: Path) -> tuple[list[dict[str, Any]], 
 
 
 def build_examples(records: list[dict[str, Any]]) -> Examples:
-    """Prompts, references, tools and reference tool calls of the test records."""
-    examples = Examples(records)
+    """Prompts, references, tools and reference tool calls of the test records.
+
+    Raw-text records (continued pre-training) go to ``texts``, measured by their loss;
+    ``records`` keeps the others, in step with ``prompts`` and ``references``.
+    """
+    examples = Examples([])
     for record in records:
         if "text" in record and "messages" not in record:
             examples.texts.append(record["text"])
             continue
+        examples.records.append(record)
         prompt, reference, calls = prompt_and_reference(record)
         examples.prompts.append(prompt)
         examples.references.append(reference)
@@ -218,6 +223,9 @@ def run_model(
     else:
         rows = text_rows(tokenizer, examples.texts, config.data.max_length)
     found["nll"] = row_nll(model, rows, batch_size=spec.batch_size, label=f"loss {name}")
+    if examples.generative and examples.texts:  # a mixed test split: the texts' loss too
+        rows = text_rows(tokenizer, examples.texts, config.data.max_length)
+        found["text_nll"] = row_nll(model, rows, batch_size=spec.batch_size, label=f"text {name}")
     found.update(_suites(model, tokenizer, suites, config, name))
     return found
 

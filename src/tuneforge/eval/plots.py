@@ -11,7 +11,16 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 
 COLOURS = {"base": "#9aa5b1", "tuned": "#2f6fdf"}
-UNIT_SCALE = {"bleu", "chrf", "length_words", "length_ratio", "loss", "perplexity"}
+UNIT_SCALE = {
+    "bleu",
+    "chrf",
+    "length_words",
+    "length_ratio",
+    "loss",
+    "perplexity",
+    "text_loss",
+    "text_perplexity",
+}
 
 
 def plot_metrics(report: dict[str, Any], out_dir: Path) -> Path | None:
@@ -29,13 +38,12 @@ def plot_metrics(report: dict[str, Any], out_dir: Path) -> Path | None:
         xs = [i + (offset - 0.5) * width for i in range(len(names))]
         heights = [metrics[model][n] for n in names]
         errors = None
-        if model == "tuned" and comparison:
+        if model == "tuned" and comparison and all(n in comparison for n in names):
             # the interval of the change, drawn around the tuned value
             errors = [
                 [max(0.0, comparison[n]["delta"] - comparison[n]["low"]) for n in names],
                 [max(0.0, comparison[n]["high"] - comparison[n]["delta"]) for n in names],
             ]
-            errors = errors if all(n in comparison for n in names) else None
         axis.bar(xs, heights, width, label=model, color=COLOURS[model], yerr=errors, capsize=3)
     axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axis.set_ylim(0, 1.05)
