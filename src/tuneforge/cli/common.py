@@ -31,17 +31,27 @@ NewRunOpt = Annotated[
 
 
 def open_pipeline(
-    config_file: Path, overrides: list[str] | None, force: bool, new_run: bool
+    config_file: Path,
+    overrides: list[str] | None,
+    force: bool,
+    new_run: bool,
+    synthesize: bool = False,
 ) -> Pipeline:
     """Load the config, show it, open the latest matching run directory (or a new one).
 
-    Use the pipeline as a context manager: leaving the ``with`` block ends its trackers' run.
+    With ``synthesize`` (the commands that may prepare data), the synth tasks run first
+    when ``synth.auto`` is on. Use the pipeline as a context manager: leaving the
+    ``with`` block ends its trackers' run.
     """
     run = None
     if config_file.is_dir():  # a run directory: its saved config, continued in place
         run = open_run_dir(config_file)
         config_file = run.path / "config.yaml"
     config = resolve_run_references(load_config(config_file, overrides))
+    if synthesize and run is None:
+        from tuneforge.cli.data_synth import synthesize_first
+
+        synthesize_first(config)
     preflight(config)
     show_config(config)
     if run is None and not new_run:
@@ -69,9 +79,19 @@ def preflight(config: Config) -> None:
     """Fail before any run directory exists: no dataset, unsafe model, tracker package missing."""
     data = config.data
     keys = [f"data.sources[{i}].path" for i in range(len(data.sources or []))] or ["data.path"]
+    written = {
+        str(Path(config.synth.out_dir) / f"{task.name}.jsonl"): task.name
+        for task in config.synth.tasks
+    }
     for key, path in zip(keys, data.input_paths(), strict=True):
         if not Path(path).exists():
-            raise DataError(f"{key} {path!r}: file not found")
+            hint = ""
+            if path in written:
+                hint = (
+                    f" (synth task {written[path]!r} writes it: run tuneforge data prepare, "
+                    "or tuneforge data synth, with synth.auto on)"
+                )
+            raise DataError(f"{key} {path!r}: file not found{hint}")
     if config.model.name_or_path != "tiny" and is_local(config.model.name_or_path):
         check_local_model_dir(config.model.name_or_path)
     check_backends(config.track)

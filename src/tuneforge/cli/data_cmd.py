@@ -18,8 +18,8 @@ data_app = typer.Typer(
 def data_prepare(
     config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, new_run: NewRunOpt = False
 ) -> None:
-    """Read, render and split the dataset into the run directory."""
-    with open_pipeline(config, set_, force, new_run) as pipeline:
+    """Synthesize (synth.auto), then read, clean, render and split the data into the run."""
+    with open_pipeline(config, set_, force, new_run, synthesize=True) as pipeline:
         result = pipeline.execute("data")
     books = result.summary
     dropped = sum(books["dropped"].values())

@@ -34,7 +34,7 @@ def run(
     """Run every stage: data -> train -> eval -> export, skipping unchanged ones."""
     for config in configs:
         # each config is loaded when its turn comes, so run:NAME finds the run just made
-        with open_pipeline(config, set_, force, new_run=True) as pipeline:
+        with open_pipeline(config, set_, force, new_run=True, synthesize=True) as pipeline:
             run_stages(pipeline)
         export = pipeline.done["export"].path.resolve()
         out.print(f"run: {pipeline.run.path}\nexported: {export}")
@@ -76,7 +76,7 @@ def train(
     ] = None,
 ) -> None:
     """Fine-tune on the prepared data."""
-    with open_pipeline(config, set_, force or resume, new_run) as pipeline:
+    with open_pipeline(config, set_, force or resume, new_run, synthesize=True) as pipeline:
         pipeline.resume, pipeline.nproc, pipeline.launcher_config = resume, nproc, launcher_config
         result = pipeline.execute("train")
     s = result.summary

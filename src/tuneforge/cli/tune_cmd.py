@@ -47,10 +47,12 @@ def tune(
     ] = BackendChoice.optuna,
 ) -> None:
     """Search hyper-parameters (tune.space): best_config.yaml, trials table, importance plot."""
+    from tuneforge.cli.data_synth import synthesize_first
     from tuneforge.tune import run_search
 
     quiet_libraries()
     cfg = resolve_run_references(load_config(config, set_))
+    synthesize_first(cfg)
     preflight(cfg)
     run_search(
         cfg,

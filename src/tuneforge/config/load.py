@@ -287,7 +287,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
 
 def _resolve_synth_paths(config: Config, base: Path) -> None:
-    """The synth output folder and each task's source and dedup datasets."""
+    """The synth output folder, the answer files, and each task's source and dedup datasets."""
     synth = config.synth
 
     def absolute(value: str) -> str:
@@ -295,6 +295,7 @@ def _resolve_synth_paths(config: Config, base: Path) -> None:
         return str(path if path.is_absolute() else (base / path).resolve())
 
     synth.out_dir = absolute(synth.out_dir)
+    synth.answers = [absolute(path) for path in synth.answers]
     for task in synth.tasks:
         task.source = absolute(task.source)
         task.dedup_against = [absolute(path) for path in task.dedup_against]

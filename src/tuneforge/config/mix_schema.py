@@ -1,4 +1,5 @@
-"""The data section's mixture keys: ``data.sources`` (several datasets) and ``data.mix``.
+"""The data section's source keys: ``data.sources`` (several datasets), ``data.mix`` and
+``data.chunking`` (documents).
 
 A mixture is the alternative to ``data.path``: each source is read with its own
 format, mapping and system prompt, cleaned with the others, then sampled into one
@@ -30,6 +31,31 @@ DataFormat = Literal[
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ChunkingConfig(_Section):
+    """How documents (HTML, Markdown, PDF, DOCX) are cut into text samples."""
+
+    max_tokens: int = Field(
+        512,
+        ge=16,
+        description="Budget per chunk in approximate tokens (1.3 a word), heading line included.",
+    )
+    overlap_tokens: int = Field(
+        64, ge=0, description="Trailing sentences of a chunk repeated at the next one's start."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_the_budget(self) -> ChunkingConfig:
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError(
+                f"overlap_tokens {self.overlap_tokens} must be below max_tokens {self.max_tokens}"
+            )
+        return self
+
+    def as_tuple(self) -> tuple[int, int]:
+        """``(max_tokens, overlap_tokens)``, as the readers take them."""
+        return self.max_tokens, self.overlap_tokens
 
 
 class SourceConfig(_Section):

@@ -12,7 +12,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneforge.config.eval_schema import EvalConfig
-from tuneforge.config.mix_schema import DataFormat, MixConfig, SourceConfig, check_mixture
+from tuneforge.config.mix_schema import (
+    ChunkingConfig,
+    DataFormat,
+    MixConfig,
+    SourceConfig,
+    check_mixture,
+)
 from tuneforge.config.serve_schema import ServeConfig
 from tuneforge.config.synth_schema import SynthConfig
 from tuneforge.config.track_schema import TrackConfig
@@ -128,6 +134,7 @@ class DataConfig(Section):
         None, description="Several datasets mixed into one training set, instead of path."
     )
     mix: MixConfig = Field(default_factory=MixConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     format: DataFormat = "auto"
     mapping: dict[str, str] = Field(
         default_factory=dict, description="Our field name -> your column, e.g. {instruction: q}."

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneforge.config.mix_schema import ChunkingConfig
+
 TASK_KINDS = ("qa", "instruction", "paraphrase")
 
 
@@ -47,6 +49,9 @@ class SynthTask(BaseModel):
     kind: Literal["qa", "instruction", "paraphrase"]
     source: str = Field(description="Documents folder or dataset file (relative to the config).")
     format: str = Field("auto", description="The source's data format (see data.format).")
+    chunking: ChunkingConfig | None = Field(
+        None, description="How a documents source is cut into items (default: data.chunking)."
+    )
     prompt: str | None = Field(
         None,
         description="Prompt template ({text}, {n}); the kind's default when omitted.",
@@ -71,7 +76,7 @@ class SynthTask(BaseModel):
 
 
 class SynthConfig(BaseModel):
-    """Teacher-written training data (``tuneforge data synth``)."""
+    """Teacher-written training data (``tuneforge data synth``, and first in ``data prepare``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -79,4 +84,14 @@ class SynthConfig(BaseModel):
     tasks: list[SynthTask] = Field(default_factory=list)
     out_dir: str = Field(
         "synth", description="Where <task>.jsonl and the cache go (relative to the config)."
+    )
+    auto: bool = Field(
+        True,
+        description="Run the tasks first in `tuneforge data prepare`, `run` and `train` (cached: "
+        "only what is missing is asked); false: only `tuneforge data synth` runs them.",
+    )
+    answers: list[str] = Field(
+        default_factory=list,
+        description="Answer files (`data synth --export-answers`) loaded into the cache before "
+        "any request: one teacher's answers shared by a team, or bundled with an example.",
     )

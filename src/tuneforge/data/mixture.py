@@ -67,6 +67,7 @@ def open_sources(data: DataConfig, on_quarantine: Callable[[Quarantined], None])
             on_quarantine=on_quarantine,
             key=f"data.sources[{index}].path",
             source_name=source.name,
+            chunking=data.chunking.as_tuple(),
         )
         for index, source in enumerate(data.sources or [])
     ]

@@ -152,6 +152,7 @@ def _source(data: DataConfig, quarantine: TextIO) -> DatasetStream | SourcesStre
         mapping=data.mapping or None,
         strict=data.strict,
         on_quarantine=lambda q: quarantine.write(json.dumps(q.to_json()) + "\n"),
+        chunking=data.chunking.as_tuple(),
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.data.chunking import MAX_TOKENS, OVERLAP_TOKENS
 from tuneforge.data.formats import BadRecord, check_format, check_mapping, to_sample, to_samples
 from tuneforge.data.sample import Sample
 from tuneforge.data.sources import RawRecord, dataset_files, iter_records
@@ -162,7 +163,8 @@ class DatasetStream:
     those of :func:`read_dataset`; ``limit`` counts records. ``key`` is the config
     key that errors name; ``source_name``, for a source of a mixture, goes into each
     sample's ``meta["source_name"]`` and before each file's name (``name/file:line``),
-    so that equally named files of two sources stay apart.
+    so that equally named files of two sources stay apart. ``chunking`` is the
+    ``(max_tokens, overlap_tokens)`` budget documents are cut to (``data.chunking``).
     """
 
     def __init__(
@@ -178,8 +180,10 @@ class DatasetStream:
         keep_quarantined: bool = False,
         key: str = "data.path",
         source_name: str | None = None,
+        chunking: tuple[int, int] = (MAX_TOKENS, OVERLAP_TOKENS),
     ) -> None:
         self.path = Path(path)
+        self.chunking = chunking
         self.fmt = check_format(fmt)
         self.mapping = check_mapping(mapping)
         self.system_prompt, self.limit, self.strict = system_prompt, limit, strict
@@ -209,7 +213,8 @@ class DatasetStream:
                 break
             if entry.kind != "datasets":  # a DatasetDict's books are per split, named on reading
                 self.files.setdefault(entry.name, FileBooks())
-            for raw in iter_records(entry):
+            max_tokens, overlap_tokens = self.chunking
+            for raw in iter_records(entry, max_tokens=max_tokens, overlap_tokens=overlap_tokens):
                 if self.limit is not None and self.read >= self.limit:
                     break
                 item = convert(raw, self.fmt, self.system_prompt, self.mapping)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.errors import DataError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
     key TEXT PRIMARY KEY,
@@ -72,8 +74,68 @@ class AnswerCache:
             (key, model, answer.text, answer.prompt_tokens, answer.completion_tokens, time.time()),
         )
 
+    def load(self, path: Path) -> int:
+        """Add the answers of an answer file (:meth:`dump`'s JSONL); returns how many were new.
+
+        An answer already cached for the same request is kept.
+
+        Raises:
+            DataError: a line that is not an answer, named by file and line.
+        """
+        added = 0
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                key, model, answer = _answer_line(line, f"{path}:{number}")
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO answers (key, model, text, prompt_tokens, "
+                    "completion_tokens, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, model, answer.text, answer.prompt_tokens, answer.completion_tokens, 0.0),
+                )
+                added += cursor.rowcount
+        return added
+
+    def model_of(self, key: str) -> str | None:
+        """The model that wrote the cached answer to a request, or None."""
+        row = self._db.execute("SELECT model FROM answers WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()
+
+
+def answer_line(key: str, model: str, answer: Answer, **about: Any) -> str:
+    """One line of an answer file; ``about`` (task, source id) is there for people to read."""
+    record = {
+        "key": key,
+        "model": model,
+        **about,
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "text": answer.text,
+    }
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _answer_line(line: str, where: str) -> tuple[str, str, Answer]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{where}: not JSON ({err.msg}); an answer file has one answer per line"
+        ) from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: an answer is a JSON object, got {type(record).__name__}")
+    for name, kind in (("key", str), ("model", str), ("text", str)):
+        if not isinstance(record.get(name), kind):
+            raise DataError(f"{where}: key {name!r} missing or not a string")
+    if len(record["key"]) != 64:
+        raise DataError(f"{where}: key {record['key'][:80]!r} is not a request key (64 hex digits)")
+    tokens = [record.get(name, 0) for name in ("prompt_tokens", "completion_tokens")]
+    if not all(isinstance(t, int) and t >= 0 for t in tokens):
+        raise DataError(f"{where}: prompt_tokens and completion_tokens must be whole numbers")
+    return record["key"], record["model"], Answer(record["text"], *tokens)

@@ -5,7 +5,8 @@ writes the same file and sends only the requests that are not cached yet: a run
 killed half-way resumes where it stopped, and a finished one costs nothing again.
 Every sample carries its provenance in ``meta.synth``: the task, its kind, the
 teacher model, the prompt version, the source item's id and place, and the request
-key of the answer it came from.
+key of the answer it came from. ``meta.split_group`` keeps the pairs written from
+one chunk in one split, and a paraphrase in its original's.
 
 The books balance per task: every source item is used, or skipped with a reason;
 every request is answered or failed (with the reason); every parsed pair is kept or
@@ -22,9 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.config.mix_schema import ChunkingConfig
 from tuneforge.config.synth_schema import SynthTask
+from tuneforge.data.dedup import normalize_exact
 from tuneforge.data.readers import DatasetStream
 from tuneforge.data.sample import Sample
+from tuneforge.data.split import SPLIT_GROUP
 from tuneforge.data.synth import prompts
 from tuneforge.data.synth.cache import request_key
 from tuneforge.data.synth.quality import PairFilter
@@ -40,6 +44,7 @@ class Item:
     id: str
     source: str
     text: str
+    group: str  # the split group its samples join (see tuneforge.data.split)
     messages: list[dict[str, Any]] | None = None
 
 
@@ -71,7 +76,14 @@ class Books:
 
 def source_items(task: SynthTask, books: Books) -> list[Item]:
     """The items a task works on; records a kind cannot use are skipped with the reason."""
-    stream = DatasetStream(task.source, task.format, limit=task.max_items)
+    chunking = task.chunking or ChunkingConfig()
+    stream = DatasetStream(
+        task.source,
+        task.format,
+        limit=task.max_items,
+        key=f"synth task {task.name!r} source",
+        chunking=chunking.as_tuple(),
+    )
     items = []
     for sample in stream:
         item = _item(task.kind, sample)
@@ -87,14 +99,16 @@ def source_items(task: SynthTask, books: Books) -> list[Item]:
 def _item(kind: str, sample: Sample) -> Item | str:
     if kind != "paraphrase":
         text = sample.text if sample.kind == "text" else sample.content_key()
-        return Item(sample.id, sample.source, text or "") if text else "empty"
+        return Item(sample.id, sample.source, text, f"synth:{sample.id}") if text else "empty"
     if sample.kind != "chat":
         return f"{sample.kind}_sample_has_no_prompt_to_paraphrase"
     users = [i for i, m in enumerate(sample.messages) if m["role"] == "user"]
     if not users:
         return "no_user_turn"
     last = sample.messages[users[-1]]
-    return Item(sample.id, sample.source, str(last.get("content") or ""), list(sample.messages))
+    content = str(last.get("content") or "")
+    # a paraphrase joins its original's split group: the original's own key is its prompt
+    return Item(sample.id, sample.source, content, sample.prompt_key(), list(sample.messages))
 
 
 def item_seed(task: SynthTask, item: Item) -> int:
@@ -103,19 +117,20 @@ def item_seed(task: SynthTask, item: Item) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def request_body(teacher: Teacher, task: SynthTask, item: Item) -> dict[str, Any]:
-    """The chat completion request for one item."""
+def request_body(model: str, task: SynthTask, item: Item) -> dict[str, Any]:
+    """The chat completion request for one item, to ``model``."""
     template = task.prompt or prompts.DEFAULT_PROMPTS[task.kind]
     messages = [
         {"role": "system", "content": prompts.SYSTEM},
         {"role": "user", "content": prompts.render(template, item.text, task.per_item)},
     ]
-    return teacher.body(
-        messages,
-        temperature=task.temperature,
-        max_tokens=task.max_tokens,
-        seed=item_seed(task, item),
-    )
+    return {
+        "model": model,
+        "messages": messages,
+        "temperature": task.temperature,
+        "max_tokens": task.max_tokens,
+        "seed": item_seed(task, item),
+    }
 
 
 async def run_task(
@@ -141,7 +156,7 @@ async def run_task(
         step = teacher.config.concurrency * WINDOW
         for start in range(0, len(items), step):
             window = items[start : start + step]
-            bodies = [request_body(teacher, task, item) for item in window]
+            bodies = [request_body(teacher.config.model, task, item) for item in window]
             answers = await asyncio.gather(
                 *(_ask(teacher, body) for body in bodies), return_exceptions=False
             )
@@ -215,8 +230,6 @@ def _check(
 
 
 def prompts_equal(a: str, b: str) -> bool:
-    from tuneforge.data.dedup import normalize_exact
-
     return normalize_exact(a) == normalize_exact(b)
 
 
@@ -233,6 +246,7 @@ def _record(
         last = max(i for i, m in enumerate(messages) if m["role"] == "user")
         messages[last]["content"] = prompt
         meta = {"synth": provenance, "augmented": "paraphrase", "of": item.id}
-        return {"id": sample_id, "messages": messages, "meta": meta}
+        return {"id": sample_id, "messages": messages, "meta": {**meta, SPLIT_GROUP: item.group}}
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
-    return {"id": sample_id, "messages": messages, "meta": {"synth": provenance}}
+    meta = {"synth": provenance, SPLIT_GROUP: item.group}
+    return {"id": sample_id, "messages": messages, "meta": meta}

@@ -17,8 +17,8 @@ from tuneforge.config.schema import Config
 from tuneforge.data.dedup import normalize_exact
 from tuneforge.data.readers import DatasetStream
 from tuneforge.data.synth import prompts
-from tuneforge.data.synth.cache import AnswerCache
-from tuneforge.data.synth.run import run_task
+from tuneforge.data.synth.cache import AnswerCache, answer_line, request_key
+from tuneforge.data.synth.run import Books, request_body, run_task, source_items
 from tuneforge.data.synth.teacher import Teacher
 from tuneforge.errors import ConfigError
 
@@ -26,7 +26,8 @@ CACHE_FILE = ".cache.sqlite"
 
 
 def check_synth(config: Config, only: list[str] | None = None) -> list[Any]:
-    """The tasks to run, checked before any request is sent.
+    """The tasks to run, checked before any request is sent (a task without chunking
+    settings gets ``data.chunking``'s).
 
     Raises:
         ConfigError: no teacher or no tasks, an unknown task name, or a prompt template
@@ -46,7 +47,15 @@ def check_synth(config: Config, only: list[str] | None = None) -> list[Any]:
             raise ConfigError(f"synth.tasks[{index}].prompt: {err}") from None
         if not Path(task.source).exists():
             raise ConfigError(f"synth.tasks[{index}].source {task.source!r}: not found")
-    return [task for task in synth.tasks if not only or task.name in only]
+    for index, path in enumerate(synth.answers):
+        if not Path(path).is_file():
+            raise ConfigError(f"synth.answers[{index}] {path!r}: file not found")
+    chunking = config.data.chunking
+    return [
+        task.model_copy(update={"chunking": task.chunking or chunking})
+        for task in synth.tasks
+        if not only or task.name in only
+    ]
 
 
 def synthesize(config: Config, only: list[str] | None = None) -> dict[str, Any]:
@@ -60,6 +69,8 @@ async def _run(config: Config, tasks: list[Any], out_dir: Path) -> dict[str, Any
     from tuneforge.console import progress
 
     cache = AnswerCache(out_dir / CACHE_FILE)
+    for path in config.synth.answers:
+        cache.load(Path(path))
     teacher = Teacher(config.synth.teacher, cache)
     results: dict[str, Any] = {}
     try:
@@ -75,6 +86,36 @@ async def _run(config: Config, tasks: list[Any], out_dir: Path) -> dict[str, Any
         await teacher.close()
         cache.close()
     return results
+
+
+def export_answers(config: Config, path: Path, only: list[str] | None = None) -> dict[str, int]:
+    """Write the cached answers to every request of the tasks to ``path`` (an answer file).
+
+    ``synth.answers`` loads such a file into another cache: a teacher's answers are
+    paid for once and shared, or bundled with an example so it runs offline.
+
+    Returns:
+        ``{"written": n, "missing": m}``: requests with and without a cached answer.
+    """
+    tasks = check_synth(config, only)
+    model = config.synth.teacher.model
+    cache = AnswerCache(Path(config.synth.out_dir) / CACHE_FILE)
+    counts = {"written": 0, "missing": 0}
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            for task in tasks:
+                for item in source_items(task, Books()):
+                    key = request_key(request_body(model, task, item))
+                    answer = cache.get(key)
+                    if answer is None:
+                        counts["missing"] += 1
+                        continue
+                    about = {"task": task.name, "source_id": item.id}
+                    handle.write(answer_line(key, model, answer, **about))
+                    counts["written"] += 1
+    finally:
+        cache.close()
+    return counts
 
 
 def existing_prompts(paths: list[str]) -> set[str]:

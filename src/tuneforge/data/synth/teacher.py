@@ -76,10 +76,6 @@ class Teacher:
         self.bill = Bill()
         self._slots = asyncio.Semaphore(config.concurrency)
 
-    def body(self, messages: list[dict[str, str]], **sampling: Any) -> dict[str, Any]:
-        """A chat completion request for ``messages`` with this teacher's model."""
-        return {"model": self.config.model, "messages": messages, **sampling}
-
     async def ask(self, body: dict[str, Any]) -> Answer:
         """The answer to a request: from the cache, or from the endpoint (then cached).
 
