@@ -31,7 +31,11 @@ def documented_commands(program: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("path", sorted((REPO / "examples").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_config_validates(path: Path) -> None:
     config = load_config(path)
-    assert Path(config.data.path).is_file(), config.data.path
+    written = {str(Path(config.synth.out_dir) / f"{t.name}.jsonl") for t in config.synth.tasks}
+    for data in config.data.input_paths():  # there, or written by a synth task first
+        assert Path(data).exists() or data in written, data
+    assert all(Path(answers).is_file() for answers in config.synth.answers)
+    assert all(Path(task.source).exists() for task in config.synth.tasks)
 
 
 def test_readme_opens_with_the_two_commands() -> None:
