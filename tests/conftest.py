@@ -32,6 +32,21 @@ def _tracking_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUNEFORGE_TRACK_BACKENDS", "")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_tiny_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny-model cache for the session ($TUNEFORGE_TINY_CACHE, docs/models.md).
+
+    Runs in different runs directories build each tiny base (same model.tiny and seed)
+    once: the quickstart and the RLHF example share theirs, as they do in ./runs.
+    Subprocesses of the CLI inherit the setting.
+    """
+    from tuneforge.models.tiny import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("tiny-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def chat_tokenizer():
     """The tiny model's BPE tokenizer with its ChatML template, trained on a small corpus."""

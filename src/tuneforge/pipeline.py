@@ -222,10 +222,11 @@ class Pipeline:
     # -- stage bodies: each writes into the folder it is given and returns a summary
 
     def _base(self, out: Path) -> dict[str, Any]:
-        from tuneforge.models.tiny import build_tiny_model
+        """Build the tiny model, or copy it from $TUNEFORGE_TINY_CACHE (same key as this stage)."""
+        from tuneforge.models.tiny import cached_tiny_model
 
-        say("building the tiny base model (cached for later runs)")
-        return build_tiny_model(out, self.config.model.tiny, seed=self.config.seed)
+        spec, seed = self.config.model.tiny, self.config.seed
+        return cached_tiny_model(out, spec, seed, key=self._key("base"), say=say)
 
     def _data(self, out: Path) -> dict[str, Any]:
         from tuneforge.data.prepare import prepare_data

@@ -12,7 +12,8 @@ from tests_support import run_cli
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [REPO / "examples" / "rlhf" / f"{name}.yaml" for name in ("sft", "reward", "grpo")]
 SMALLER = [  # the same pipeline, shortened for CI; --set applies to all three configs
-    "model.tiny.pretrain_steps=100",
+    # the tiny base is the example's own (300 pre-training steps): the quickstart's, which
+    # the session's tiny-model cache (tests/conftest.py) holds once either has built it
     "train.max_steps=24",
     "eval.max_samples=16",
     "rl.eval_prompts=24",

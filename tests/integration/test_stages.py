@@ -122,3 +122,58 @@ def test_models_tiny_builds_a_standard_hf_folder(tmp_path: Path) -> None:
     )
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert model.config.vocab_size >= len(tokenizer)
+
+
+TINY = (  # a few seconds to build
+    "  name_or_path: tiny\n  tiny: {vocab_size: 400, hidden_size: 32, num_layers: 1,\n"
+    "    corpus_paragraphs: 10, corpus_dialogues: 10, pretrain_steps: 2, pretrain_seq_len: 16}\n"
+)
+
+
+@pytest.mark.slow
+def test_the_tiny_cache_gives_another_runs_directory_a_copy_of_the_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tuneforge.cli.main import main
+    from tuneforge.models.tiny import CACHE_ENV, CACHE_RECORD
+
+    cache = tmp_path / "tiny-cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+
+    def prepare(folder: Path) -> tuple[Path, dict, str]:
+        """`tuneforge data prepare` in a runs directory of its own; its run, base record, stderr."""
+        folder.mkdir()
+        config = folder / "cached.yaml"
+        config.write_text(
+            f"name: cached\nruns_dir: {folder / 'runs'}\nmodel:\n{TINY}"
+            f"data:\n  path: {REPO / 'examples/data/support_tickets.jsonl'}\n  max_samples: 20\n"
+        )
+        assert main(["data", "prepare", str(config)]) == 0
+        (run,) = (folder / "runs" / "cached").iterdir()
+        base = json.loads((run / "manifest.json").read_text())["stages"]["base"]
+        return run, base, capsys.readouterr().err
+
+    def weights(run: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (run / "base").iterdir() if p.name != "_stage.json"}
+
+    first, built, said = prepare(tmp_path / "a")
+    assert built["status"] == "done" and "copied_from" not in built["summary"]
+    assert f"building the tiny base model (cached for later runs and in {cache})" in said
+    (entry,) = cache.iterdir()
+    assert entry.name == built["key"]  # the base stage's key: spec, seed, build, version
+    record = json.loads((entry / CACHE_RECORD).read_text())
+    assert record["summary"] == built["summary"]
+    assert record["files"]["model.safetensors"] == file_sha256(first / "base/model.safetensors")
+
+    second, copied, said = prepare(tmp_path / "b")
+    assert not (second / "base").is_symlink()  # a copy: the run stays self-contained
+    assert copied["status"] == "done" and copied["key"] == built["key"]
+    assert copied["summary"] == {**built["summary"], "copied_from": str(entry)}
+    assert f"tiny base model copied from the tiny-model cache ({entry})" in said
+    assert "building" not in said and weights(second) == weights(first)
+
+    (entry / "model.safetensors").write_bytes(b"changed")  # a damaged entry is built again
+    third, rebuilt, said = prepare(tmp_path / "c")
+    assert "copied_from" not in rebuilt["summary"] and "building the tiny base" in said
+    assert weights(third) == weights(first)
+    assert file_sha256(entry / "model.safetensors") == record["files"]["model.safetensors"]

@@ -5,25 +5,32 @@ module trains a byte-level BPE tokenizer on generated English text, gives it a
 ChatML chat template, and pre-trains a small Llama briefly on the same text
 plus generic chat dialogues, so the result is a language model that answers in
 prose, not random noise. The output is an ordinary Hugging Face folder.
+
+Runs reuse a base model built before under the same runs directory (the stage
+cache). ``$TUNEFORGE_TINY_CACHE`` names a folder that every runs directory on
+the machine shares as well: :func:`cached_tiny_model` copies a model built
+there before with the same key instead of building it again.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, get_scheduler
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.config.schema import TinyModelConfig
-from tuneforge.console import progress
-from tuneforge.models.corpus import assistant_dialogues, general_corpus, structured_text
-from tuneforge.train.loss import token_loss_sum
+from tuneforge.errors import ConfigError
+from tuneforge.runs.hashing import file_sha256
+
+if TYPE_CHECKING:  # torch and transformers load when a model is built, not for a stage key
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 END_OF_TEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -32,6 +39,10 @@ PAD = "<|pad|>"
 SPECIAL_TOKENS = [END_OF_TEXT, IM_START, IM_END, PAD]
 # Bump when the corpus or the build changes, so cached tiny models are rebuilt.
 BUILD_VERSION = 2
+# A folder of built tiny models shared by every runs directory (unset: none).
+CACHE_ENV = "TUNEFORGE_TINY_CACHE"
+# In each entry of that folder: the key, the build's summary and the sha256 of each file.
+CACHE_RECORD = "_tiny_cache.json"
 
 CHATML_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -54,6 +65,11 @@ def build_tiny_model(
     Returns:
         A summary: parameter count, corpus size, first and last pre-training loss.
     """
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from tuneforge.models.corpus import assistant_dialogues, general_corpus, structured_text
+
     spec = spec or TinyModelConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,10 +100,109 @@ def build_tiny_model(
     return summary
 
 
+def tiny_cache_dir() -> Path | None:
+    """The shared tiny-model cache that ``$TUNEFORGE_TINY_CACHE`` names, or None when unset."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def cached_tiny_model(
+    out_dir: str | Path,
+    spec: TinyModelConfig | None = None,
+    seed: int = 0,
+    *,
+    key: str,
+    cache: Path | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """:func:`build_tiny_model`, or a copy of the model built before with the same key.
+
+    The cache holds one folder per key, renamed into place only when complete,
+    with the sha256 of every file. A hit is copied into ``out_dir`` (so a run
+    stays a self-contained directory) and checked against those hashes; a miss,
+    or an entry whose files no longer match, is built and then stored.
+
+    Args:
+        out_dir: Folder to write (created).
+        spec: Model shape and pre-training budget.
+        seed: Seed for the corpus, initialisation and data order.
+        key: What identifies the result: the base stage's key, which hashes
+            ``spec``, ``seed``, :data:`BUILD_VERSION` and the tuneforge version.
+        cache: The cache folder; default :func:`tiny_cache_dir`. None: no cache.
+        say: Where to report what happened.
+
+    Returns:
+        The build's summary; after a copy with ``copied_from``, the entry's folder.
+
+    Raises:
+        ConfigError: the cache folder cannot be created.
+    """
+    cache = cache if cache is not None else tiny_cache_dir()
+    out_dir = Path(out_dir)
+    if cache is None:
+        say("building the tiny base model (cached for later runs)")
+        return build_tiny_model(out_dir, spec, seed)
+    entry = cache / key
+    summary = _copy_entry(entry, out_dir)
+    if summary is not None:
+        say(f"tiny base model copied from the tiny-model cache ({entry})")
+        return {**summary, "copied_from": str(entry)}
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{CACHE_ENV}={cache}: cannot create the folder ({error})") from error
+    say(f"building the tiny base model (cached for later runs and in {cache})")
+    summary = build_tiny_model(out_dir, spec, seed)
+    _store_entry(entry, out_dir, key, summary)
+    return summary
+
+
+def _copy_entry(entry: Path, out_dir: Path) -> dict[str, Any] | None:
+    """Copy a complete cache entry into ``out_dir``; None (and the entry removed) otherwise."""
+    try:
+        record = json.loads((entry / CACHE_RECORD).read_text())
+        files = dict(record["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no entry (an entry is renamed into place with its record)
+    if "model.safetensors" not in files:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, digest in files.items():
+        target = out_dir / name
+        try:
+            shutil.copyfile(entry / name, target)
+            intact = file_sha256(target) == digest
+        except OSError:
+            intact = False
+        if not intact:  # changed or deleted since it was stored: build afresh
+            for copied in files:
+                (out_dir / copied).unlink(missing_ok=True)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+    return dict(record.get("summary", {}))
+
+
+def _store_entry(entry: Path, built: Path, key: str, summary: dict[str, Any]) -> None:
+    """Store a copy of ``built`` as ``entry``: written beside it, then renamed into place."""
+    tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(built, tmp)
+    files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    record = {"key": key, "summary": summary, "files": files}
+    (tmp / CACHE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        os.rename(tmp, entry)
+    except OSError:  # another run stored the same model first; theirs is as good
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def train_tokenizer(
     paragraphs: list[str], dialogues: list[list[dict[str, str]]], vocab_size: int
 ) -> PreTrainedTokenizerFast:
     """Byte-level BPE on the corpus, with ChatML special tokens and template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -114,6 +229,12 @@ def pretrain(
     seed: int,
 ) -> list[float]:
     """Plain causal-LM pre-training on fixed-length blocks of the concatenated corpus."""
+    import torch
+    from transformers import get_scheduler
+
+    from tuneforge.console import progress
+    from tuneforge.train.loss import token_loss_sum
+
     if spec.pretrain_steps == 0:
         return []
     blocks = _blocks(tokenizer, texts, spec.pretrain_seq_len, seed)
@@ -152,6 +273,8 @@ def pretrain(
 def _blocks(
     tokenizer: PreTrainedTokenizerFast, texts: list[str], seq_len: int, seed: int
 ) -> torch.Tensor:
+    import torch
+
     texts = list(texts)
     random.Random(seed).shuffle(texts)
     separator = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
@@ -164,6 +287,8 @@ def _blocks(
 
 
 def llama_config(spec: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    from transformers import LlamaConfig
+
     vocab = 64 * math.ceil(len(tokenizer) / 64)  # a multiple of 64 keeps matmuls aligned
     return LlamaConfig(
         vocab_size=vocab,
