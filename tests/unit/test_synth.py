@@ -183,9 +183,10 @@ def qa_app():
     @app.post("/v1/chat/completions")
     async def complete(request: Request) -> dict:
         app.state.calls += 1
+        number = app.state.calls  # read before the await: requests arrive concurrently
         prompt = (await request.json())["messages"][-1]["content"]
         passage = prompt.split("Passage:\n", 1)[1].split("\n\n", 1)[0]
-        pair = [{"question": f"What does it say? ({app.state.calls})", "answer": passage}]
+        pair = [{"question": f"What does it say? ({number})", "answer": passage}]
         message = {"role": "assistant", "content": json.dumps(pair)}
         return {
             "id": "c",
