@@ -74,6 +74,11 @@ class SourceConfig(_Section):
     )
     mapping: dict[str, str] | None = Field(None, description="Default: data.mapping.")
     system_prompt: str | None = Field(None, description="Default: data.system_prompt.")
+    split: Literal["val", "test"] | None = Field(
+        None,
+        description="Every usable sample of this source goes to this split (a given "
+        "validation or test set); the fractions then split the other sources.",
+    )
 
     @model_validator(mode="before")
     @classmethod

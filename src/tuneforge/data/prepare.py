@@ -108,12 +108,13 @@ def prepare_data(
             mixer = Mixer(data, seed, work / "usable.jsonl")
             stats.append(StepStats(mixer.name, on_drop=on_drop))
             survivors = mixer(survivors, stats[-1])
-        ranks = _spill(survivors, work / "kept.jsonl", seed)
+        pins = {s.name: s.split for s in data.sources or () if s.split}
+        ranks, pinned = _spill(survivors, work / "kept.jsonl", seed, pins)
         check_balanced(stats)
         if not ranks:
             raise DataError(f"{data.describe()}: no usable samples ({_why(source, stats)})")
-        assigned = assign_splits(ranks, data.val_fraction, data.test_fraction)
-        del ranks
+        assigned = assign_splits(ranks, data.val_fraction, data.test_fraction, pinned)
+        del ranks, pinned
         copies, repeated = mixer.train_copies(assigned) if mixer else ({}, Counter())
         output = OBJECTIVE_OUTPUTS.get(objective)
         audit = BiasAudit()
@@ -186,14 +187,18 @@ def _clean(
     return chain_steps(source, steps, on_drop)
 
 
-def _spill(samples: Iterable[Sample], path: Path, seed: int) -> list[bytes]:
-    """Write the survivors to disk, one JSON line each; return each one's split-group rank."""
-    ranks = []
+def _spill(
+    samples: Iterable[Sample], path: Path, seed: int, pins: dict[str, str]
+) -> tuple[list[bytes], list[str | None]]:
+    """Write the survivors to disk, one JSON line each; return each one's split-group rank
+    and the split its source pins it to (``pins``: source name -> split)."""
+    ranks, pinned = [], []
     with open(path, "w", encoding="utf-8") as handle:
         for sample in samples:
             handle.write(json.dumps(dataclasses.asdict(sample), default=str) + "\n")
             ranks.append(group_rank(sample, seed))
-    return ranks
+            pinned.append(pins.get(sample.meta.get(SOURCE_KEY, "")))
+    return ranks, pinned
 
 
 def _read_back(

@@ -40,8 +40,16 @@ def group_rank(sample: Sample, seed: int) -> bytes:
     return hashlib.sha256(f"{seed}\0{key}".encode()).digest()
 
 
-def assign_splits(ranks: Sequence[bytes], val_fraction: float, test_fraction: float) -> list[str]:
+def assign_splits(
+    ranks: Sequence[bytes],
+    val_fraction: float,
+    test_fraction: float,
+    pinned: Sequence[str | None] | None = None,
+) -> list[str]:
     """The split of each sample, given each sample's :func:`group_rank`.
+
+    A sample whose ``pinned`` entry names a split goes there (a source given as the
+    validation set); the fractions apply to the others.
 
     Groups are ordered by rank and cut by sample counts (test first, then
     validation), so the result depends only on the samples' content and the
@@ -49,6 +57,10 @@ def assign_splits(ranks: Sequence[bytes], val_fraction: float, test_fraction: fl
     ranks are needed, so a streaming caller can hold 32 bytes per sample
     instead of the samples.
     """
+    if pinned is not None and any(pinned):
+        free = [index for index, split in enumerate(pinned) if not split]
+        chosen = iter(assign_splits([ranks[i] for i in free], val_fraction, test_fraction))
+        return [split or next(chosen) for split in pinned]
     groups: dict[bytes, list[int]] = defaultdict(list)
     for index, rank in enumerate(ranks):
         groups[rank].append(index)
