@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneforge-installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-spark install-redis install-chromium ui demo test test-fast lint format clean
+.PHONY: install install-spark install-redis install-postgres install-chromium ui demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ install-spark: install
 # optional: redis-server for the response-cache tests (the redis tests skip without it)
 install-redis:
 	scripts/install-redis.sh
+
+# optional: PostgreSQL for the fine-tuning service's shared-queue tests (they skip without it)
+install-postgres:
+	scripts/install-postgres.sh
 
 # optional: Debian's chromium for the web UI's browser tests (they skip without it)
 install-chromium:
