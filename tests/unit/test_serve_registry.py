@@ -162,3 +162,25 @@ def test_construction_errors_are_one_line(tmp_path: Path) -> None:
         AdapterRegistry(tmp_path / "missing")
     with pytest.raises(ValueError, match="max_loaded must be at least 1, got 0"):
         AdapterRegistry(tmp_path, max_loaded=0)
+
+
+def test_a_fine_tuned_adapter_is_listed_and_found_by_its_full_ft_name(root: Path) -> None:
+    from tuneforge.serve.registry import NAME_FILE, fine_tuned_name, parse_fine_tuned
+
+    job = "ftjob-0123456789abcdef01234567"
+    name = fine_tuned_name("org/base-1", "support", job)
+    assert parse_fine_tuned(name) == ("org/base-1", "support", job)
+    assert parse_fine_tuned("ft:base::x") == ("base", "", "x") and parse_fine_tuned("ft:x") is None
+    write_adapter(root / job)
+    (root / job / NAME_FILE).write_text(name + "\n")
+    registry = AdapterRegistry(root)
+    assert registry.model_names("org/base-1") == [
+        name,
+        "org/base-1:legal",
+        "org/base-1:support-v3",
+    ]
+    assert registry.resolve_model("org/base-1", name) == job
+    assert registry.resolve_model("org/base-1", "org/base-1:legal") == "legal"
+    for wrong in (f"ft:org/base-1:other:{job}", "ft:org/base-1:support:legal", "ft:b::../x"):
+        with pytest.raises((UnknownAdapter, InvalidAdapter)):
+            registry.resolve_model("org/base-1", wrong)

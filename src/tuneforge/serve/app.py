@@ -92,7 +92,9 @@ def create_app(ctx: ServeContext) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(BodyLimit, max_bytes=ctx.settings.auth.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=ctx.settings.auth.max_body_bytes, larger=ctx.body_limits
+    )
     app.add_middleware(AccessLog, metrics=ctx.metrics)
     return app
 
@@ -347,20 +349,20 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """Refuse bodies above ``max_bytes``: by Content-Length at once, or while reading."""
+    """Refuse bodies above ``max_bytes`` (``larger[path]`` for the routes it names, e.g.
+    uploads): by Content-Length at once, or while reading."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.default_max, self.larger = app, max_bytes, dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.default_max)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            body = protocol.error_body(
-                413, f"body above {self.max_bytes} bytes", None, "body_too_large"
-            )
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            body = protocol.error_body(413, f"body above {limit} bytes", None, "body_too_large")
             await JSONResponse(body, status_code=413)(scope, receive, send)
             return
         seen = 0
@@ -369,8 +371,8 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLarge(f"body above {self.max_bytes} bytes")
+            if seen > limit:
+                raise BodyTooLarge(f"body above {limit} bytes")
             return message
 
         await self.app(scope, counted, send)

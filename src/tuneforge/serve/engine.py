@@ -146,16 +146,11 @@ class LocalEngine:
             raise EngineUnavailable(self._failure)
 
     def model_names(self) -> list[str]:
-        """The base model's name, then ``base:adapter`` for every adapter and alias."""
-        if self.registry is None:
-            return [self.name]
-        adapters = self.registry.names() + sorted(self.registry.aliases())
-        return [self.name, *(f"{self.name}:{adapter}" for adapter in adapters)]
+        """The base model's name, then each adapter's (see :meth:`AdapterRegistry.model_names`)."""
+        return [self.name, *(self.registry.model_names(self.name) if self.registry else [])]
 
     def resolve_model(self, model: str) -> str | None:
         """The adapter a request's ``model`` names (None for the base model).
-
-        ``model`` is the base's name, ``base:adapter``, or an adapter name or alias alone.
 
         Raises:
             UnknownAdapter: no such model or adapter.
@@ -163,10 +158,9 @@ class LocalEngine:
         """
         if model == self.name:
             return None
-        adapter = model.removeprefix(f"{self.name}:")
         if self.registry is None:
             raise UnknownAdapter(f"model {model!r}: this server serves {self.name!r} only")
-        return self.registry.resolve(adapter).name
+        return self.registry.resolve_model(self.name, model)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """All ``n`` choices of ``request``.

@@ -56,6 +56,7 @@ class ServeContext:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     started: int = field(default_factory=lambda: int(time.time()))
     draining: bool = False
+    body_limits: dict[str, int] = field(default_factory=dict)  # path -> bytes, above the default
 
     def adapter_version(self, adapter: str | None) -> str | None:
         registry = getattr(self.engine, "registry", None)

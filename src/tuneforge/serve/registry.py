@@ -41,6 +41,21 @@ from tuneforge.serve.types import UnknownAdapter
 from tuneforge.train.adapters import ADAPTER_FILES, check_adapter_name, load_adapters
 
 ALIASES_FILE = "aliases.json"
+NAME_FILE = "fine_tuned_model.txt"  # optional: the adapter's ft: name (tuneforge service)
+
+
+def fine_tuned_name(base: str, suffix: str | None, adapter: str) -> str:
+    """``ft:<base>:<suffix>:<adapter>``: how a fine-tuning job's adapter is named."""
+    return f"ft:{base}:{suffix or ''}:{adapter}"
+
+
+def parse_fine_tuned(name: str) -> tuple[str, str, str] | None:
+    """``(base, suffix, adapter)`` of an ``ft:`` name; None for any other name."""
+    if not name.startswith("ft:"):
+        return None
+    rest, _, adapter = name[3:].rpartition(":")
+    base, sep, suffix = rest.rpartition(":")
+    return (base, suffix, adapter) if sep and base and adapter else None
 
 
 class InvalidAdapter(ConfigError, ValueError):
@@ -96,6 +111,31 @@ class AdapterRegistry:
                 continue
             found.append(folder.name)
         return found
+
+    def model_names(self, base: str) -> list[str]:
+        """The names clients use: ``base:adapter`` for each adapter and alias, or the
+        ``ft:`` name a fine-tuning job gave its adapter (its ``fine_tuned_model.txt``)."""
+        names = []
+        for adapter in self.names():
+            label = self.root / adapter / NAME_FILE
+            names.append(label.read_text().strip() if label.is_file() else f"{base}:{adapter}")
+        return names + [f"{base}:{alias}" for alias in sorted(self.aliases())]
+
+    def resolve_model(self, base: str, model: str) -> str:
+        """The adapter a request's ``model`` names: ``base:adapter``, an adapter or alias
+        alone, or an adapter's ``ft:`` name (in full: a wrong base or suffix is unknown).
+
+        Raises:
+            InvalidAdapter, UnknownAdapter: as :meth:`resolve`.
+        """
+        parsed = parse_fine_tuned(model)
+        if parsed is None:
+            return self.resolve(model.removeprefix(f"{base}:")).name
+        ref = self.resolve(parsed[2])
+        label = ref.path / NAME_FILE
+        if not label.is_file() or label.read_text().strip() != model:
+            raise UnknownAdapter(f"model {model!r}: no such fine-tuned model")
+        return ref.name
 
     def aliases(self) -> dict[str, str]:
         """Alias -> adapter name, from ``aliases.json`` (empty when there is none).
