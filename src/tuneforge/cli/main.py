@@ -24,6 +24,7 @@ from tuneforge.cli import (
     reward_cmd,
     runs_cmd,
     serve_cmd,
+    service_cmd,
     stages,
     tune_cmd,
     ui_cmd,
@@ -67,6 +68,7 @@ app.add_typer(adapters_cmd.adapters_app, name="adapters")
 app.command("plan")(plan_cmd.plan)
 app.command("tune")(tune_cmd.tune)
 app.command("serve")(serve_cmd.serve)
+app.add_typer(service_cmd.service_app, name="service")
 app.command("ui")(ui_cmd.ui)
 app.add_typer(reward_cmd.reward_app, name="reward")
 app.add_typer(feedback_cmd.feedback_app, name="feedback")

@@ -97,14 +97,15 @@ def apply_override(raw: dict[str, Any], item: str) -> Loc:
     return tuple(keys)
 
 
-EXCLUDED_FROM_HASH = {"track", "tune", "serve", "synth"}
+EXCLUDED_FROM_HASH = {"track", "tune", "serve", "service", "synth"}
 
 
 def config_hash(obj: BaseModel | dict[str, Any]) -> str:
     """Stable sha256 of a config or section (JSON with sorted keys).
 
-    A whole config is hashed without its ``track``, ``tune`` and ``serve`` sections:
-    where a run is reported, how a search explores and how its model is served do not
+    A whole config is hashed without its ``track``, ``tune``, ``serve``, ``service`` and
+    ``synth`` sections: where a run is reported, how a search explores and how its model is
+    served do not
     change what it produces, so they must not change which run a config matches.
     """
     if isinstance(obj, Config):

@@ -20,6 +20,7 @@ from tuneforge.config.mix_schema import (
     check_mixture,
 )
 from tuneforge.config.serve_schema import ServeConfig
+from tuneforge.config.service_schema import ServiceConfig
 from tuneforge.config.synth_schema import SynthConfig
 from tuneforge.config.track_schema import TrackConfig
 from tuneforge.config.tune_schema import TuneConfig
@@ -425,6 +426,7 @@ class Config(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
 

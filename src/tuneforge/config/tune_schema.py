@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 DISTRIBUTIONS = ("uniform", "log_uniform", "int", "choice")
 # Where a run and its study live, and how it is tracked, are not hyper-parameters.
-UNSEARCHABLE = ("name", "runs_dir", "track", "tune", "serve", "synth")
+UNSEARCHABLE = ("name", "runs_dir", "track", "tune", "serve", "service", "synth")
 
 
 class TuneConfig(BaseModel):
