@@ -51,7 +51,7 @@ def test_dockerfiles_run_the_real_server_on_its_port() -> None:
         assert "/health" in text and "torch==2.13.0" in text
         for source in re.findall(r"^COPY (\S+) ", text, re.M):
             assert (REPO / source).exists(), source
-        assert 'pip install ".[serve]"' in text
+        assert 'pip install ".[service]"' in text  # serve, and the jobs service + workers
     entry = (DEPLOY / "docker" / "entrypoint.sh").read_text()
     assert "tuneforge serve" in entry and "--port 8080" in entry  # SageMaker's port
 
@@ -179,3 +179,92 @@ def test_the_mounted_serve_file_is_what_tuneforge_serve_reads(tmp_path: Path) ->
     (tmp_path / "bad.yaml").write_text("serve:\n  max_batch: 0\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: serve\.max_batch"):
         _settings(tmp_path / "bad.yaml", tmp_path, [])
+
+
+WORKER_JOB = DEPLOY / "k8s" / "finetune-worker-job.yaml"
+WORKER_COMMAND = [
+    "tuneforge",
+    "service",
+    "worker",
+    "/config/service.yaml",
+    "--once",
+    "--set",
+    "service.root=/srv/tuneforge/service",
+]
+
+
+def worker_job() -> tuple[dict, dict, dict]:
+    """The worker Job, its pod spec and its one container."""
+    (job,) = [doc for doc in yaml.safe_load_all(WORKER_JOB.read_text()) if doc]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return job, pod, container
+
+
+def test_finetune_worker_job_trains_one_queued_job_per_gpu_pod() -> None:
+    job, pod, container = worker_job()
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    spec = job["spec"]
+    assert spec["parallelism"] == spec["completions"] == 1
+    assert spec["backoffLimit"] == 2  # a retried pod resumes from the job's last checkpoint
+    assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] >= 3600
+    assert pod["restartPolicy"] == "Never"
+    assert container["image"] == "tuneforge:cuda"
+    assert container["command"] == WORKER_COMMAND
+    worker = typer.main.get_command(cli_app).commands["service"].commands["worker"]
+    options = {name for param in worker.params for name in getattr(param, "opts", [])}
+    assert {"--once", "--set"} <= options  # the real CLI takes them
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert WORKER_COMMAND[-1].split("=")[1].startswith(mounts["service-root"] + "/")
+    resources = container["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert pod["nodeSelector"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert (
+        job["metadata"]["labels"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_finetune_worker_reads_the_shared_queue_and_mounts_config_and_service_root() -> None:
+    _, pod, container = worker_job()
+    env = {item["name"]: item for item in container["env"]}
+    secret = env["TUNEFORGE_SERVICE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "tuneforge-service", "key": "database-url"}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    assert {mount["name"] for mount in mounts.values()} == set(volumes)
+    config = mounts["/config"]
+    assert volumes[config["name"]]["configMap"]["name"] == "tuneforge-service-config"
+    assert config["readOnly"] is True
+    assert Path(WORKER_COMMAND[3]).parent == Path(config["mountPath"])
+    root = mounts["/srv/tuneforge"]
+    assert volumes[root["name"]]["persistentVolumeClaim"]["claimName"] == "tuneforge-service-root"
+    assert not root.get("readOnly", False)  # workers write runs and adapters there
+
+
+def test_finetune_worker_runs_unprivileged_with_only_scratch_space_writable() -> None:
+    _, pod, container = worker_job()
+    dockerfile = (DEPLOY / "docker" / "Dockerfile.cuda").read_text()
+    uid = int(re.search(r"useradd .*--uid (\d+) tuneforge", dockerfile).group(1))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == uid
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    home = next(item["value"] for item in container["env"] if item["name"] == "HOME")
+    for path in ("/tmp", home):
+        assert "emptyDir" in volumes[mounts[path]], path
+
+
+def test_the_documented_recipe_for_many_workers_gives_each_job_a_fresh_name() -> None:
+    """The header's sed line turns the fixed name into a generateName for `kubectl create`."""
+    text = WORKER_JOB.read_text()
+    pattern, replacement = re.search(r"sed 's/(.+?)/(.+?)/'", text).groups()
+    pattern = pattern.replace(r"\(", "(").replace(r"\)", ")")
+    renamed, count = re.subn(pattern, replacement, text, flags=re.M)
+    assert count == 1
+    (job,) = [doc for doc in yaml.safe_load_all(renamed) if doc]
+    assert "name" not in job["metadata"]
+    assert job["metadata"]["generateName"] == "tuneforge-finetune-worker-"
