@@ -193,10 +193,7 @@ def add_service_routes(app: FastAPI, runtime: Runtime) -> None:
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     ) -> dict[str, Any]:
         _job(request, job_id)
-        try:
-            rows, more = store.events_of(job_id, after, limit)
-        except KeyError:
-            raise ApiError(404, f"no event {after!r} in job {job_id}", "after") from None
+        rows, more = _page(store.events_of, job_id, after, limit, "event")
         return objects.page([objects.event_object(r) for r in rows], more)
 
     @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
@@ -207,10 +204,7 @@ def add_service_routes(app: FastAPI, runtime: Runtime) -> None:
         limit: Annotated[int, Query(ge=1, le=100)] = 10,
     ) -> dict[str, Any]:
         job = _job(request, job_id)
-        try:
-            rows, more = store.checkpoints_of(job_id, after, limit)
-        except KeyError:
-            raise ApiError(404, f"no checkpoint {after!r} in job {job_id}", "after") from None
+        rows, more = _page(store.checkpoints_of, job_id, after, limit, "checkpoint")
         return objects.page([objects.checkpoint_object(r, job) for r in rows], more)
 
     def _job(request: Request, job_id: str) -> dict[str, Any]:
@@ -263,6 +257,14 @@ def resolve_spec(runtime: Runtime, body: CreateJob) -> dict[str, Any]:
         "seed": body.seed if body.seed is not None else config.seed,
         "metadata": body.metadata,
     }
+
+
+def _page(fetch: Any, job_id: str, after: str | None, limit: int, what: str) -> Any:
+    """A page from ``fetch(job_id, after, limit)``; 404 for an ``after`` not in the job."""
+    try:
+        return fetch(job_id, after, limit)
+    except KeyError:
+        raise ApiError(404, f"no {what} {after!r} in job {job_id}", "after") from None
 
 
 def _auto(value: Any, default: Any) -> Any:

@@ -132,12 +132,7 @@ class JobStore:
 
     def file(self, tenant: str | None, file_id: str) -> dict[str, Any] | None:
         """A file row, when it exists and (tenant given) belongs to ``tenant``."""
-        query = files.select().where(files.c.id == file_id)
-        if tenant is not None:
-            query = query.where(files.c.tenant == tenant)
-        with self.engine.connect() as connection:
-            row = connection.execute(query).mappings().first()
-        return dict(row) if row else None
+        return self._row(files, tenant, file_id)
 
     def files_of(self, tenant: str, purpose: str | None = None) -> list[dict[str, Any]]:
         """A tenant's files, newest first."""
@@ -191,10 +186,13 @@ class JobStore:
         return self.job(None, row["id"]) or row
 
     def job(self, tenant: str | None, job_id: str) -> dict[str, Any] | None:
-        """A job row (JSON columns decoded), when it exists and belongs to ``tenant``."""
-        query = jobs.select().where(jobs.c.id == job_id)
+        """A job row (JSON columns decoded), when it exists and (tenant given) is the tenant's."""
+        return self._row(jobs, tenant, job_id)
+
+    def _row(self, table: sa.Table, tenant: str | None, row_id: str) -> dict[str, Any] | None:
+        query = table.select().where(table.c.id == row_id)
         if tenant is not None:
-            query = query.where(jobs.c.tenant == tenant)
+            query = query.where(table.c.tenant == tenant)
         with self.engine.connect() as connection:
             row = connection.execute(query).mappings().first()
         return _decoded(row) if row else None
@@ -220,10 +218,7 @@ class JobStore:
 
     def update_job(self, job_id: str, *, expect: str | None = None, **fields: Any) -> bool:
         """Change a job's columns (JSON ones given as objects); only while in ``expect``."""
-        values = {
-            k: json.dumps(v) if k in ("error", "result_files") else v for k, v in fields.items()
-        }
-        query = jobs.update().where(jobs.c.id == job_id).values(**values)
+        query = jobs.update().where(jobs.c.id == job_id).values(**_encoded(fields))
         if expect is not None:
             query = query.where(jobs.c.status == expect)
         with self._tx() as tx:
@@ -232,10 +227,11 @@ class JobStore:
     def finish(self, job_id: str, status: str, **fields: Any) -> bool:
         """End a running or validating job: ``succeeded``, ``failed`` or ``cancelled``."""
         values = {"status": status, "finished_at": int(time.time()), "worker": None, **fields}
-        values = {
-            k: json.dumps(v) if k in ("error", "result_files") else v for k, v in values.items()
-        }
-        query = jobs.update().where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE)).values(**values)
+        query = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
+            .values(**_encoded(values))
+        )
         with self._tx() as tx:
             return tx.execute(query).rowcount == 1
 
@@ -404,6 +400,11 @@ class JobStore:
             query = query.order_by(table.c.seq.desc()).limit(limit + 1)
             rows = [_decoded(row) for row in connection.execute(query).mappings()]
         return rows[:limit], len(rows) > limit
+
+
+def _encoded(values: dict[str, Any]) -> dict[str, Any]:
+    """Job columns to write: the JSON ones (error, result_files) as text."""
+    return {k: json.dumps(v) if k in ("error", "result_files") else v for k, v in values.items()}
 
 
 def _decoded(row: Any) -> dict[str, Any]:
