@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,18 @@ def make_registry(root: Path, model_dir: Path, names: tuple[str, ...] = ("alpha"
 
 @contextlib.contextmanager
 def running_server(
-    model_dir: Path, settings: ServeConfig | None = None, name: str = "tiny", engine: Any = None
+    model_dir: Path,
+    settings: ServeConfig | None = None,
+    name: str = "tiny",
+    engine: Any = None,
+    extend: Callable[[Any], None] | None = None,
 ) -> Iterator[tuple[str, ServeContext]]:
-    """Start the app under uvicorn on a free port; yield its base URL and context."""
+    """Start the app (with ``extend(app)``'s routes) under uvicorn on a free port; yield its
+    base URL and context."""
     ctx = build_context(Target(Path(model_dir), name, settings or ServeConfig()), engine)
     app = create_app(ctx)
+    if extend is not None:
+        extend(app)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
