@@ -120,23 +120,20 @@ def test_cancel_is_at_once_for_a_waiting_job_and_a_request_for_a_held_one(store:
 
 
 def test_recover_frees_the_jobs_of_stale_or_dead_workers_only(store: JobStore) -> None:
-    jobs = [store.create_job("alice", spec())["id"] for _ in range(4)]
+    jobs = [store.create_job("alice", spec())["id"] for _ in range(5)]
     now = time.time()
     store.update_job(jobs[0], status="running", worker="far:1:w", heartbeat=now - 600)
     store.update_job(jobs[1], status="running", worker="far:2:w", heartbeat=now)
     store.update_job(jobs[2], status="running", worker="here:3:w", heartbeat=now)
-    store.update_job(jobs[3], status="running", worker="here:4:w", process="here:5", heartbeat=now)
+    store.update_job(jobs[3], status="running", worker="here:4:w", process="here:5", heartbeat=0)
+    store.update_job(jobs[4], status="running", worker="here:6:w", heartbeat=now - 600)
 
-    def alive(process: str) -> bool | None:
-        return None if process.startswith("far") else process == "here:5"
+    def alive(process: str) -> bool | None:  # here:6 lives, but silent: a new process, same pid
+        return None if process.startswith("far") else process in ("here:5", "here:6:w")
 
-    assert store.recover(60, alive) == [jobs[0], jobs[2]]
-    assert [store.job(None, j)["status"] for j in jobs] == [
-        "queued",
-        "running",
-        "queued",
-        "running",
-    ]
+    assert store.recover(60, alive) == [jobs[0], jobs[2], jobs[4]]
+    statuses = [store.job(None, j)["status"] for j in jobs]
+    assert statuses == ["queued", "running", "queued", "running", "queued"]
     assert store.job(None, jobs[0])["worker"] is None
 
 

@@ -313,9 +313,9 @@ class JobStore:
         Args:
             stale_after_s: Seconds without a heartbeat after which a worker counts as gone.
             alive: ``alive("host:pid...") -> bool | None``: True or False for a process of
-                this machine, None for one elsewhere (then only staleness tells). A job
-                whose worker is known dead is freed at once, unless its training process
-                still runs.
+                this machine, None for one elsewhere. A job whose worker is known dead, or
+                silent for ``stale_after_s``, is freed, unless its training process still
+                runs here (it is saving a checkpoint).
 
         Returns:
             The ids of the jobs queued again.
@@ -330,8 +330,7 @@ class JobStore:
             check = alive or (lambda _: None)
             if process and check(process) is True:
                 continue  # its training process still runs here (saving a checkpoint)
-            state = check(worker)
-            if state is False or (state is None and (heartbeat or 0) < now - stale_after_s):
+            if check(worker) is False or (heartbeat or 0) < now - stale_after_s:
                 self.release(job_id, worker)
                 self.add_event(job_id, "Job queued again: its worker stopped", level="warn")
                 freed.append(job_id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -62,7 +63,8 @@ class Worker:
 
     def __init__(self, runtime: Runtime, name: str, stop: threading.Event) -> None:
         self.runtime, self.store, self.stop = runtime, runtime.store, stop
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{name}"
+        # the token tells a restarted process (same pid, e.g. pid 1 in a container) apart
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{name}-{secrets.token_hex(3)}"
         self.settings = runtime.settings
 
     def run(self, once: bool = False) -> int:
