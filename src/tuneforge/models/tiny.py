@@ -14,13 +14,14 @@ there before with the same key instead of building it again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,17 +145,36 @@ def cached_tiny_model(
         return build_tiny_model(out_dir, spec, seed)
     entry = cache / key
     summary = _copy_entry(entry, out_dir)
-    if summary is not None:
-        say(f"tiny base model copied from the tiny-model cache ({entry})")
-        return {**summary, "copied_from": str(entry)}
+    if summary is None:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"{CACHE_ENV}={cache}: cannot create the folder ({error})") from error
+        with _building(cache / f".{key}.lock"):  # one builder per key; the others wait, then copy
+            summary = _copy_entry(entry, out_dir)
+            if summary is None:
+                say(f"building the tiny base model (cached for later runs and in {cache})")
+                summary = build_tiny_model(out_dir, spec, seed)
+                _store_entry(entry, out_dir, key, summary)
+                return summary
+    say(f"tiny base model copied from the tiny-model cache ({entry})")
+    return {**summary, "copied_from": str(entry)}
+
+
+@contextlib.contextmanager
+def _building(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (where ``fcntl`` exists) for the block."""
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"{CACHE_ENV}={cache}: cannot create the folder ({error})") from error
-    say(f"building the tiny base model (cached for later runs and in {cache})")
-    summary = build_tiny_model(out_dir, spec, seed)
-    _store_entry(entry, out_dir, key, summary)
-    return summary
+        import fcntl
+    except ImportError:  # not POSIX: concurrent builds each store; the first rename wins
+        yield
+        return
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _copy_entry(entry: Path, out_dir: Path) -> dict[str, Any] | None:
