@@ -35,6 +35,17 @@ def served_requests(url: str) -> int:
     return int(total)
 
 
+def settled_requests(url: str, quiet_s: float = 1.5) -> int:
+    """:func:`served_requests` once it has not changed for ``quiet_s`` seconds."""
+    count, since = served_requests(url), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        time.sleep(0.25)
+        now = served_requests(url)
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def write_config(folder: Path, url: str, items: int, concurrency: int) -> Path:
     chunks = folder / "chunks.jsonl"
     lines = [
@@ -124,7 +135,7 @@ def test_a_killed_synthesis_resumes_without_repeating_requests(
         with sqlite3.connect(cache) as db:
             cached = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         assert 5 <= cached < items
-        before = served_requests(url)
+        before = settled_requests(url)  # the killed client's request may still finish
         done = run_cli("data", "synth", str(config), "--task", "qa", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         bill = books(tmp_path, "qa")["bill"]
