@@ -1,4 +1,4 @@
-"""A remote worker: `tuneforge service worker --once` takes jobs from a real PostgreSQL queue."""
+"""A remote worker: `tuneforge service worker --once` takes a DPO job from a PostgreSQL queue."""
 
 from __future__ import annotations
 
@@ -13,7 +13,21 @@ from tests_support import cli_command, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 REPO = Path(__file__).resolve().parents[2]
-TICKETS = REPO / "examples" / "data" / "support_tickets.jsonl"
+PREFERENCES = REPO / "examples" / "rlhf" / "data" / "routing_preferences.jsonl"
+
+
+def openai_dpo_lines(count: int) -> str:
+    """The example's preference pairs in OpenAI's DPO upload format."""
+    lines = []
+    for line in PREFERENCES.read_text().splitlines()[:count]:
+        pair = json.loads(line)
+        record = {
+            "input": {"messages": pair["messages"]},
+            "preferred_output": [{"role": "assistant", "content": pair["chosen"]}],
+            "non_preferred_output": [{"role": "assistant", "content": pair["rejected"]}],
+        }
+        lines.append(json.dumps(record))
+    return "\n".join(lines) + "\n"
 
 
 def add_upload(store, root: Path, name: str, text: str) -> str:
@@ -33,18 +47,19 @@ def add_upload(store, root: Path, name: str, text: str) -> str:
     return row["id"]
 
 
-def test_a_worker_elsewhere_validates_and_trains_from_the_shared_queue(tmp_path: Path) -> None:
+def test_a_worker_elsewhere_validates_and_trains_a_dpo_job_from_the_shared_queue(
+    tmp_path: Path,
+) -> None:
     from postgres_support import postgres_server
     from tuneforge.service.store import JobStore
 
     root = tmp_path / "root"
-    lines = TICKETS.read_text().splitlines()
-    hyper = {"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 1.0}
-    method = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
+    hyper = {"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 1.0, "beta": 0.1}
+    method = {"type": "dpo", "dpo": {"hyperparameters": hyper}}  # supervised: test_service.py
     with postgres_server() as url:
         store = JobStore(url)
         jobs = {}
-        for name, text in [("bad.jsonl", "oops\n"), ("good.jsonl", "\n".join(lines[:120]))]:
+        for name, text in [("bad.jsonl", "oops\n"), ("good.jsonl", openai_dpo_lines(160))]:
             spec = {
                 "model": "tiny",
                 "training_file": add_upload(store, root, name, text),
@@ -86,3 +101,5 @@ def test_a_worker_elsewhere_validates_and_trains_from_the_shared_queue(tmp_path:
     assert (adapter / "fine_tuned_model.txt").read_text().strip() == good["fine_tuned_model"]
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA"
+    (run_config,) = (root / "runs" / good["id"]).glob("*/config.yaml")
+    assert "objective: dpo" in run_config.read_text()  # the job's method, through the pipeline
