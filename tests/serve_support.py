@@ -72,3 +72,37 @@ def running_server(
         import asyncio
 
         asyncio.run(ctx.engine.close())
+
+
+def fuzz_operations(
+    operations: list[Any],
+    url: str,
+    examples: int,
+    prepare: Callable[[Any], None] | None = None,
+) -> dict[str, set[int]]:
+    """schemathesis cases of each operation against ``url``: none may answer 5xx.
+
+    Returns:
+        The status codes seen per operation label.
+    """
+    from hypothesis import HealthCheck, given, settings
+
+    seen: dict[str, set[int]] = {}
+    for operation in operations:
+
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        @given(operation.as_strategy())
+        def check(case: Any) -> None:
+            if prepare is not None:
+                prepare(case)
+            response = case.call(base_url=url, timeout=30)
+            seen.setdefault(case.operation.label, set()).add(response.status_code)
+            assert response.status_code < 500, (case.operation.label, response.text[:300])
+
+        check()
+    return seen
