@@ -95,17 +95,16 @@ class Runtime:
         return Path(spec).name if is_local(spec) else spec
 
     def child_args(self) -> list[str]:
-        """How a job process loads this same runtime: the config file and every override."""
+        """How a job process loads this same runtime: the config file and every override
+        (the database URL, which may hold a password, goes by :meth:`child_env`, not argv)."""
         args = [str(self.config_file)]
         for item in self.overrides:
             args += ["--set", item]
-        args += [
-            "--set",
-            f"service.root={self.root}",
-            "--set",
-            f"service.database_url={self.database_url}",
-        ]
-        return args
+        return [*args, "--set", f"service.root={self.root}"]
+
+    def child_env(self) -> dict[str, str]:
+        """The environment of a job process: this one's, with the queue's URL."""
+        return {**os.environ, DATABASE_ENV: self.database_url}
 
     def base_model_path(self) -> str:
         """The base model's folder or hub id; the tiny model is built (or reused) first."""

@@ -145,7 +145,9 @@ class Worker:
             *self.runtime.child_args(),
         ]
         with open(logs / "job.log", "ab") as output:
-            child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            child = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=self.runtime.child_env()
+            )
         self.store.update_job(job_id, process=f"{socket.gethostname()}:{child.pid}")
         code = self._watch(job_id, child)
         final = self.store.job(None, job_id)
