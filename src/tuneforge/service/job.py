@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import ConfigError, GateFailed, TrainingStopped
+from tuneforge.errors import ConfigError, DataError, GateFailed, TrainingStopped
 from tuneforge.serve.registry import NAME_FILE, fine_tuned_name
 from tuneforge.service.objects import RESULTS_PURPOSE
 from tuneforge.service.runtime import Runtime
@@ -156,8 +156,10 @@ def run_job(runtime: Runtime, job_id: str) -> int:
         return RELEASED
     except GateFailed as err:
         return _fail(runtime, job_id, "gate_failed", str(err), None)
-    except ConfigError as err:
+    except DataError as err:  # the data stage cannot use the files
         return _fail(runtime, job_id, "invalid_training_file", str(err), "training_file")
+    except ConfigError as err:  # the service config does not fit this job (e.g. a gate's metric)
+        return _fail(runtime, job_id, "invalid_configuration", str(err), None)
     except Exception as err:  # the job fails; the worker lives on
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         return _fail(runtime, job_id, "training_failed", f"{type(err).__name__}: {first}", None)
